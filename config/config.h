@@ -1,0 +1,154 @@
+// Config: the daemon's whole configuration as a plain struct.
+//
+// Loaded from one YAML file by LoadConfig(); nothing else in the code base
+// reads YAML. Every field has the default shown here, which is also what
+// config/distilld.example.yaml documents. Validation is strict: an unknown
+// key, a wrong type or an out-of-range value is an error naming the key path
+// and the line and column. A Config is a value type (thread-compatible).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+
+namespace distilld::config {
+
+struct ServerConfig {
+  std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one; "" disables TCP
+  std::string unix_socket;                 // path; "" disables the Unix socket
+  uint32_t unix_socket_mode = 0660;        // file mode of the Unix socket
+  int io_threads = 1;                      // threads running the I/O loop
+  uint64_t max_body_bytes = 16u << 20;     // 413 above it
+  uint64_t max_header_bytes = 8192;        // 431 above it
+  int64_t read_timeout_ms = 10000;         // per request, re-armed before every read
+  int64_t idle_timeout_ms = 60000;         // keep-alive idle limit
+  int max_connections = 1024;              // further connections are refused
+  int64_t drain_timeout_ms = 10000;        // graceful shutdown bound
+  std::string auth_token_file;             // "" = no auth; else Bearer token needed on /v1 POSTs
+  bool auth_inference = false;             // also require the token for inference
+};
+
+struct ArchitectureConfig {
+  std::string kind = "mlp";                  // "mlp" or "cnn"
+  std::vector<int64_t> hidden = {64};        // mlp hidden widths; cnn: linear widths after convs
+  std::vector<int64_t> channels = {16, 32};  // cnn conv channels (3x3 conv, ReLU, 2x2 pool each)
+};
+
+struct ModelConfig {
+  std::string name = "fashion";                // model name in KServe paths
+  std::string input_name = "input";            // KServe input tensor name
+  std::vector<int64_t> input_shape = {1, 28, 28};  // per sample, without batch
+  int64_t classes = 10;
+  std::vector<std::string> class_names;        // optional, for display
+  std::string teacher;                          // TorchScript teacher file; "" = <state>/teacher.pt
+  std::string student;                          // initial student .pt; "" = build `architecture`
+  ArchitectureConfig architecture;
+  std::string precision = "float";             // "float" or "int8" (served version)
+  bool optimize = true;                         // freeze + optimize_for_inference before serving
+};
+
+struct BatchingConfig {
+  int max_batch_size = 64;          // samples per forward pass
+  int64_t max_queue_delay_us = 500;  // wait for more after the first request
+  int queue_capacity = 4096;         // samples queued; 503 beyond
+  int inference_threads = 1;         // threads running forward passes
+  int intra_op_threads = 1;          // LibTorch threads per inference thread
+};
+
+struct StorageConfig {
+  std::string state_dir = "./state";  // samples/, registry.sqlite, models/
+  uint64_t block_cache_mb = 16;
+  uint64_t write_buffer_mb = 8;
+  bool sync = true;  // fsync before acknowledging; only benchmarks turn it off
+};
+
+struct ReplayConfig {
+  std::string policy = "class_balanced";  // "class_balanced" or "reservoir"
+  uint64_t capacity = 2000;               // samples
+  uint64_t max_mb = 64;                   // encoded bytes cap
+  double holdout_fraction = 0.1;          // labelled share kept for evaluation
+  uint64_t holdout_max = 5000;
+  double replay_ratio = 1.0;              // replayed samples per new sample in a round
+};
+
+struct TemperatureSchedule {
+  double start = 4.0;
+  double end = 4.0;
+  std::string curve = "constant";  // "constant", "linear", "cosine"
+};
+
+struct FeatureDistillConfig {
+  std::string method;  // TorchScript method returning the feature; "" = off
+  double weight = 0.0;  // b in b*MSE(proj(f_s), f_t)
+};
+
+struct LearnerConfig {
+  bool enabled = true;
+  uint64_t trigger_count = 1000;     // new samples that start a round
+  int64_t trigger_interval_s = 300;  // start a round after this long with any new samples
+  uint64_t min_samples = 32;         // fewer new samples never start a timed round
+  int epochs = 2;
+  int64_t max_steps = 0;             // 0 = epochs decide
+  int batch_size = 64;
+  double learning_rate = 1e-3;
+  std::string optimizer = "adam";    // "adam" or "sgd"
+  double alpha = 0.5;                // a: weight of CE on labelled samples
+  double temperature = 4.0;          // T
+  TemperatureSchedule temperature_schedule;
+  FeatureDistillConfig feature;
+  double max_accuracy_drop = 0.005;  // gate: overall held-out accuracy
+  double max_class_drop = 0.05;      // gate: any single class
+  int threads = 1;                   // LibTorch intra-op threads of the learner
+  int nice = 10;                     // learner thread priority
+  uint64_t seed = 42;
+};
+
+struct CaptureConfig {
+  double fraction = 0.0;         // share of inference inputs stored unlabelled
+  int64_t feedback_ttl_s = 3600;  // how long a captured id accepts feedback
+};
+
+struct LoggingConfig {
+  std::string level = "info";  // debug, info, warning, error
+};
+
+struct Config {
+  ServerConfig server;
+  ModelConfig model;
+  BatchingConfig batching;
+  StorageConfig storage;
+  ReplayConfig replay;
+  LearnerConfig learner;
+  CaptureConfig capture;
+  LoggingConfig logging;
+};
+
+// One validation problem, positioned in the file (1-based; 0 when unknown).
+struct ConfigError {
+  std::string key_path;  // e.g. "learner.temperature"
+  std::string message;   // e.g. "expected a number > 0"
+  int line = 0;
+  int column = 0;
+  // "learner.temperature: expected a number > 0 at line 12, column 16"
+  std::string ToString() const;
+};
+
+struct LoadResult {
+  Config config;
+  std::vector<ConfigError> errors;  // empty when the config is valid
+  bool ok() const { return errors.empty(); }
+};
+
+// Parses YAML text; `source` names it in messages. Collects every error.
+LoadResult ParseConfig(const std::string& yaml_text);
+// Reads and parses a file. A missing or unreadable file is one error with key "".
+LoadResult LoadConfigFile(const std::string& path);
+// Single-Status convenience: InvalidArgument joining every error with "; ".
+Result<Config> LoadConfig(const std::string& path);
+
+// Checks cross-field constraints (also done by ParseConfig).
+std::vector<ConfigError> Validate(const Config& config);
+
+}  // namespace distilld::config

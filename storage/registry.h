@@ -1,0 +1,110 @@
+// Registry: metadata of model versions, learner rounds and events, in SQLite.
+//
+// One database file in WAL mode, schema versioned with PRAGMA user_version and
+// migrated forward on Open(). Every statement is prepared; request data is only
+// ever bound as a parameter. Exactly one version is active at any time once one
+// has been activated; Activate() changes it in one transaction.
+//
+// Thread-safety: all methods may be called concurrently (one connection
+// guarded by a mutex). The request path must not call it: SQLite may block on
+// fsync. The registry owns its connection.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+
+namespace distilld::storage {
+
+enum class VersionStatus { kCandidate, kActive, kRetired, kRejected };
+std::string_view VersionStatusName(VersionStatus status);  // "candidate", ...
+Result<VersionStatus> ParseVersionStatus(std::string_view name);
+
+struct VersionRecord {
+  int64_t id = 0;                 // assigned by AddVersion (1, 2, ...)
+  std::optional<int64_t> parent;  // version it was trained from
+  std::string path;               // model file, relative to the state dir
+  std::string sha256;             // hex digest of the file
+  int64_t size_bytes = 0;
+  int64_t created_us = 0;         // set by AddVersion from the clock when 0
+  VersionStatus status = VersionStatus::kCandidate;
+  std::string metrics_json = "{}";  // evaluation results, free-form JSON object
+  std::optional<int64_t> round_id;  // learner round that produced it
+  std::string note;                 // e.g. reason for rejection
+};
+
+struct RoundRecord {
+  int64_t id = 0;  // assigned by BeginRound
+  int64_t started_us = 0;
+  std::optional<int64_t> ended_us;
+  std::string trigger;             // "count", "interval", "api", "offline"
+  int64_t samples_new = 0;         // new samples consumed
+  int64_t samples_replay = 0;      // replayed samples mixed in
+  std::string loss_json = "{}";    // loss curve summary
+  std::string eval_json = "{}";    // candidate and active evaluation
+  std::string outcome = "running";  // running | promoted | rejected | aborted | failed
+  std::string reason;
+  std::optional<int64_t> candidate_version;
+};
+
+struct EventRecord {
+  int64_t id = 0;
+  int64_t time_us = 0;
+  std::string kind;  // "swap", "rollback", "reject", "config_reload", "error", ...
+  std::string message;
+  std::optional<int64_t> version_id;
+};
+
+struct RegistryOptions {
+  // Path of the SQLite file; created with the schema if missing. Required.
+  std::string path;
+  // Busy timeout for a second process reading the file (e.g. the CLI).
+  int busy_timeout_ms = 5000;
+  // Not owned; default Clock::Real().
+  Clock* clock = nullptr;
+};
+
+class Registry {
+ public:
+  static Result<std::unique_ptr<Registry>> Open(const RegistryOptions& options);
+  virtual ~Registry() = default;
+
+  // Current schema version (PRAGMA user_version) after migrations.
+  virtual int SchemaVersion() = 0;
+
+  // Inserts a version and returns its id. A record with status kActive is
+  // refused (use Activate).
+  virtual Result<int64_t> AddVersion(const VersionRecord& record) = 0;
+  virtual Result<VersionRecord> GetVersion(int64_t id) = 0;  // NotFound if absent
+  virtual Result<std::vector<VersionRecord>> ListVersions() = 0;  // by id
+  // Sets candidate/rejected/retired, with an optional note. kActive is refused.
+  virtual Status SetVersionStatus(int64_t id, VersionStatus status, std::string_view note) = 0;
+  virtual Status SetVersionMetrics(int64_t id, std::string_view metrics_json) = 0;
+  // In one transaction: the active version (if any) becomes retired and `id`
+  // becomes active. NotFound for an unknown id; FailedPrecondition for a
+  // rejected one unless allow_rejected.
+  virtual Status Activate(int64_t id, bool allow_rejected = false) = 0;
+  virtual Result<std::optional<VersionRecord>> ActiveVersion() = 0;
+
+  virtual Result<int64_t> BeginRound(std::string_view trigger) = 0;
+  // Writes every field of the record (matched by id); sets ended_us from the
+  // clock when the outcome is not "running" and ended_us is unset.
+  virtual Status UpdateRound(const RoundRecord& record) = 0;
+  virtual Result<RoundRecord> GetRound(int64_t id) = 0;
+  virtual Result<std::vector<RoundRecord>> ListRounds(size_t limit) = 0;  // newest first
+  // Rounds left "running" by a crash are marked "aborted" (called at startup).
+  virtual Status AbortRunningRounds(std::string_view reason) = 0;
+
+  virtual Result<int64_t> LogEvent(std::string_view kind, std::string_view message,
+                                   std::optional<int64_t> version_id = std::nullopt) = 0;
+  // Newest first, at most `limit`, only ids > after_id.
+  virtual Result<std::vector<EventRecord>> ListEvents(size_t limit, int64_t after_id = 0) = 0;
+};
+
+}  // namespace distilld::storage
