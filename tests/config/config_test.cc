@@ -1,0 +1,268 @@
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "config/config.h"
+#include "tests/support/temp_dir.h"
+
+namespace distilld::config {
+namespace {
+
+std::string SourceDir() {
+  const char* dir = std::getenv("DISTILLD_SOURCE_DIR");
+  return dir ? dir : DISTILLD_SOURCE_DIR_DEFAULT;
+}
+
+// Every field set to a value other than its default.
+constexpr const char* kEveryField = R"(server:
+  listen: "0.0.0.0:9000"
+  unix_socket: /run/distilld/sock
+  unix_socket_mode: "0600"
+  io_threads: 2
+  max_body_bytes: 2048
+  max_header_bytes: 4096
+  read_timeout_ms: 500
+  idle_timeout_ms: 700
+  max_connections: 10
+  drain_timeout_ms: 900
+  auth_token_file: /etc/distilld/token
+  auth_inference: true
+model:
+  name: mnist-small
+  input_name: pixels
+  input_shape: [3, 8, 8]
+  classes: 3
+  class_names: [a, b, c]
+  teacher: /t.pt
+  student: /s.pt
+  architecture:
+    kind: cnn
+    hidden: [32, 16]
+    channels: [4]
+  precision: int8
+  optimize: false
+batching:
+  max_batch_size: 8
+  max_queue_delay_us: 100
+  queue_capacity: 64
+  inference_threads: 2
+  intra_op_threads: 3
+storage:
+  state_dir: /var/lib/distilld
+  block_cache_mb: 4
+  write_buffer_mb: 2
+  sync: false
+replay:
+  policy: reservoir
+  capacity: 100
+  max_mb: 5
+  holdout_fraction: 0.2
+  holdout_max: 50
+  replay_ratio: 2.5
+learner:
+  enabled: false
+  trigger_count: 10
+  trigger_interval_s: 20
+  min_samples: 5
+  epochs: 3
+  max_steps: 40
+  batch_size: 16
+  learning_rate: 0.01
+  optimizer: sgd
+  alpha: 0.25
+  temperature: 2.0
+  temperature_schedule: {start: 1.0, end: 8.0, curve: cosine}
+  feature: {method: features, weight: 0.5}
+  max_accuracy_drop: 0.01
+  max_class_drop: 0.1
+  threads: 2
+  nice: 5
+  seed: 7
+capture:
+  fraction: 0.5
+  feedback_ttl_s: 60
+logging:
+  level: debug
+)";
+
+TEST_CASE("every field is parsed") {
+  LoadResult r = ParseConfig(kEveryField);
+  for (const auto& e : r.errors) INFO(e.ToString());
+  REQUIRE(r.ok());
+  const Config& c = r.config;
+  CHECK(c.server.listen == "0.0.0.0:9000");
+  CHECK(c.server.unix_socket == "/run/distilld/sock");
+  CHECK(c.server.unix_socket_mode == 0600);
+  CHECK(c.server.io_threads == 2);
+  CHECK(c.server.max_body_bytes == 2048);
+  CHECK(c.server.max_header_bytes == 4096);
+  CHECK(c.server.read_timeout_ms == 500);
+  CHECK(c.server.idle_timeout_ms == 700);
+  CHECK(c.server.max_connections == 10);
+  CHECK(c.server.drain_timeout_ms == 900);
+  CHECK(c.server.auth_token_file == "/etc/distilld/token");
+  CHECK(c.server.auth_inference);
+  CHECK(c.model.name == "mnist-small");
+  CHECK(c.model.input_name == "pixels");
+  CHECK(c.model.input_shape == std::vector<int64_t>{3, 8, 8});
+  CHECK(c.model.classes == 3);
+  CHECK(c.model.class_names == std::vector<std::string>{"a", "b", "c"});
+  CHECK(c.model.teacher == "/t.pt");
+  CHECK(c.model.student == "/s.pt");
+  CHECK(c.model.architecture.kind == "cnn");
+  CHECK(c.model.architecture.hidden == std::vector<int64_t>{32, 16});
+  CHECK(c.model.architecture.channels == std::vector<int64_t>{4});
+  CHECK(c.model.precision == "int8");
+  CHECK_FALSE(c.model.optimize);
+  CHECK(c.batching.max_batch_size == 8);
+  CHECK(c.batching.max_queue_delay_us == 100);
+  CHECK(c.batching.queue_capacity == 64);
+  CHECK(c.batching.inference_threads == 2);
+  CHECK(c.batching.intra_op_threads == 3);
+  CHECK(c.storage.state_dir == "/var/lib/distilld");
+  CHECK(c.storage.block_cache_mb == 4);
+  CHECK(c.storage.write_buffer_mb == 2);
+  CHECK_FALSE(c.storage.sync);
+  CHECK(c.replay.policy == "reservoir");
+  CHECK(c.replay.capacity == 100);
+  CHECK(c.replay.max_mb == 5);
+  CHECK(c.replay.holdout_fraction == doctest::Approx(0.2));
+  CHECK(c.replay.holdout_max == 50);
+  CHECK(c.replay.replay_ratio == doctest::Approx(2.5));
+  CHECK_FALSE(c.learner.enabled);
+  CHECK(c.learner.trigger_count == 10);
+  CHECK(c.learner.trigger_interval_s == 20);
+  CHECK(c.learner.min_samples == 5);
+  CHECK(c.learner.epochs == 3);
+  CHECK(c.learner.max_steps == 40);
+  CHECK(c.learner.batch_size == 16);
+  CHECK(c.learner.learning_rate == doctest::Approx(0.01));
+  CHECK(c.learner.optimizer == "sgd");
+  CHECK(c.learner.alpha == doctest::Approx(0.25));
+  CHECK(c.learner.temperature == doctest::Approx(2.0));
+  CHECK(c.learner.temperature_schedule.start == doctest::Approx(1.0));
+  CHECK(c.learner.temperature_schedule.end == doctest::Approx(8.0));
+  CHECK(c.learner.temperature_schedule.curve == "cosine");
+  CHECK(c.learner.feature.method == "features");
+  CHECK(c.learner.feature.weight == doctest::Approx(0.5));
+  CHECK(c.learner.max_accuracy_drop == doctest::Approx(0.01));
+  CHECK(c.learner.max_class_drop == doctest::Approx(0.1));
+  CHECK(c.learner.threads == 2);
+  CHECK(c.learner.nice == 5);
+  CHECK(c.learner.seed == 7);
+  CHECK(c.capture.fraction == doctest::Approx(0.5));
+  CHECK(c.capture.feedback_ttl_s == 60);
+  CHECK(c.logging.level == "debug");
+}
+
+TEST_CASE("an empty file gives every default") {
+  LoadResult r = ParseConfig("");
+  REQUIRE(r.ok());
+  Config defaults;
+  CHECK(r.config.server.listen == defaults.server.listen);
+  CHECK(r.config.learner.temperature == doctest::Approx(4.0));
+  CHECK(r.config.model.input_shape == std::vector<int64_t>{1, 28, 28});
+  CHECK(r.config.replay.holdout_fraction == doctest::Approx(0.1));
+  // A section present but empty also keeps its defaults.
+  LoadResult r2 = ParseConfig("learner:\n");
+  REQUIRE(r2.ok());
+  CHECK(r2.config.learner.batch_size == 64);
+}
+
+TEST_CASE("the shipped example config is valid and equals the defaults") {
+  LoadResult r = LoadConfigFile(SourceDir() + "/config/distilld.example.yaml");
+  for (const auto& e : r.errors) INFO(e.ToString());
+  REQUIRE(r.ok());
+  Config d;
+  const Config& c = r.config;
+  CHECK(c.server.listen == d.server.listen);
+  CHECK(c.server.unix_socket_mode == d.server.unix_socket_mode);
+  CHECK(c.server.max_body_bytes == d.server.max_body_bytes);
+  CHECK(c.model.architecture.hidden == d.model.architecture.hidden);
+  CHECK(c.batching.queue_capacity == d.batching.queue_capacity);
+  CHECK(c.learner.trigger_interval_s == d.learner.trigger_interval_s);
+  CHECK(c.learner.temperature_schedule.curve == d.learner.temperature_schedule.curve);
+  CHECK(c.replay.policy == d.replay.policy);
+}
+
+TEST_CASE("a wrong value names the key path, line and column") {
+  LoadResult r = ParseConfig("server:\n  io_threads: 2\nlearner:\n  epochs: 1\n  temperature: -3\n");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].key_path == "learner.temperature");
+  CHECK(r.errors[0].line == 5);
+  CHECK(r.errors[0].column == 16);
+  CHECK(r.errors[0].ToString() ==
+        "learner.temperature: expected a number > 0 at line 5, column 16");
+}
+
+TEST_CASE("unknown keys are errors, not silently ignored") {
+  LoadResult r = ParseConfig("learner:\n  temprature: 3\nbogus: 1\n");
+  REQUIRE(r.errors.size() == 2);
+  CHECK(r.errors[0].key_path == "learner.temprature");
+  CHECK(r.errors[0].message.find("unknown key") != std::string::npos);
+  CHECK(r.errors[0].message.find("temperature") != std::string::npos);  // lists valid keys
+  CHECK(r.errors[0].line == 2);
+  CHECK(r.errors[0].column == 3);
+  CHECK(r.errors[1].key_path == "bogus");
+  CHECK(r.errors[1].line == 3);
+}
+
+TEST_CASE("wrong types are reported for each field kind") {
+  LoadResult r = ParseConfig(
+      "server:\n"
+      "  io_threads: many\n"          // int
+      "  auth_inference: maybe\n"     // bool
+      "  unix_socket_mode: \"0999\"\n"  // mode
+      "  listen: [1, 2]\n"            // string
+      "model:\n"
+      "  input_shape: [1, x]\n"       // int list
+      "  architecture:\n"
+      "    kind: transformer\n"       // choice
+      "  class_names: 3\n"            // string list
+      "batching: 5\n");               // section
+  std::vector<std::string> paths;
+  for (const auto& e : r.errors) paths.push_back(e.key_path);
+  CHECK(paths == std::vector<std::string>{"server.io_threads", "server.auth_inference",
+                                          "server.unix_socket_mode", "server.listen",
+                                          "model.input_shape", "model.architecture.kind",
+                                          "model.class_names", "batching"});
+  for (const auto& e : r.errors) CHECK(e.line > 0);
+}
+
+TEST_CASE("out-of-range values are reported with the range") {
+  LoadResult r = ParseConfig("batching:\n  max_batch_size: 0\nreplay:\n  holdout_fraction: 1.5\n");
+  REQUIRE(r.errors.size() == 2);
+  CHECK(r.errors[0].ToString() ==
+        "batching.max_batch_size: expected an integer in [1, 4096] at line 2, column 19");
+  CHECK(r.errors[1].key_path == "replay.holdout_fraction");
+  CHECK(r.errors[1].message == "expected a number in [0, 0.9]");
+}
+
+TEST_CASE("cross-field checks are positioned at the key") {
+  LoadResult r = ParseConfig("model:\n  classes: 3\n  class_names: [a, b]\nserver:\n  listen: nope\n");
+  REQUIRE(r.errors.size() == 2);
+  CHECK(r.errors[0].key_path == "server.listen");
+  CHECK(r.errors[0].line == 5);
+  CHECK(r.errors[1].key_path == "model.class_names");
+  CHECK(r.errors[1].line == 3);
+  CHECK(r.errors[1].message.find("expected 3 names") != std::string::npos);
+}
+
+TEST_CASE("malformed YAML and missing files are errors, not crashes") {
+  LoadResult r = ParseConfig("server: [unclosed\n");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].message.find("invalid YAML") == 0);
+  CHECK(r.errors[0].line >= 1);
+  LoadResult top = ParseConfig("- a\n- b\n");
+  REQUIRE(top.errors.size() == 1);
+  CHECK(top.errors[0].message == "expected a mapping at the top level");
+  testing::TempDir dir;
+  Result<Config> missing = LoadConfig(dir.str("nope.yaml"));
+  CHECK(missing.status().code() == StatusCode::kInvalidArgument);
+  CHECK(missing.status().message().find("cannot read config file") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace distilld::config
