@@ -1,0 +1,208 @@
+#include <mutex>
+
+#include "common/log.h"
+#include "replaybuffer/replay_buffer.h"
+#include "storage/coding.h"
+
+namespace distilld::replaybuffer {
+namespace {
+
+using storage::Family;
+using storage::Mutation;
+namespace coding = storage::coding;
+
+// holdout family: <name>/<seq: 8 bytes BE> -> sample (seq grows, so key order
+// is age order). state family: holdout/<name> -> next seq and, per class, how
+// many labelled samples Split() has seen (the denominator of the share).
+constexpr uint8_t kStateVersion = 1;
+
+struct Counters {
+  uint64_t next_seq = 0;
+  std::map<int64_t, uint64_t> seen;  // labelled samples seen per class
+  std::map<int64_t, uint64_t> held;  // held out per class
+  uint64_t size = 0;
+};
+
+class HoldoutSetImpl final : public HoldoutSet {
+ public:
+  HoldoutSetImpl(storage::SampleStore* store, const HoldoutOptions& options)
+      : store_(store), options_(options), prefix_(options.name + "/"),
+        state_key_("holdout/" + options.name) {}
+
+  Status Restore() {
+    std::lock_guard<std::mutex> lock(mu_);
+    Counters c;
+    Result<std::optional<std::string>> got = store_->Get(Family::kState, state_key_);
+    if (!got.ok()) return got.status();
+    const bool has_record = got->has_value();
+    const std::string record = has_record ? **got : std::string();
+    if (has_record && !DecodeCounters(record, &c)) {
+      LOG(kError) << "holdout " << options_.name << ": unreadable counters record; rebuilding";
+      c = Counters();
+    }
+    Status st = store_->Scan(Family::kHoldout, prefix_, [&](std::string_view k, std::string_view v) {
+      if (k.substr(0, prefix_.size()) != prefix_) return false;
+      if (k.size() == prefix_.size() + 8) {
+        c.next_seq = std::max(c.next_seq, coding::GetBigEndian64(k.substr(prefix_.size())) + 1);
+      }
+      Result<storage::Sample> s = storage::DecodeSample(v);
+      if (!s.ok() || !s->label) {
+        LOG(kError) << "holdout " << options_.name << ": skipping unreadable record";
+        return true;
+      }
+      c.held[*s->label] += 1;
+      c.size += 1;
+      return true;
+    });
+    RETURN_IF_ERROR(st.WithContext("holdout " + options_.name));
+    for (auto& [cls, n] : c.held) c.seen[cls] = std::max(c.seen[cls], n);
+    counters_ = std::move(c);
+    return Status::Ok();
+  }
+
+  Result<std::vector<storage::Sample>> Split(std::vector<storage::Sample> samples) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Counters next = counters_;
+    std::vector<Mutation> m;
+    std::vector<storage::Sample> train;
+    train.reserve(samples.size());
+    for (size_t i = 0; i < samples.size(); ++i) {
+      storage::Sample& s = samples[i];
+      if (!s.label) {
+        train.push_back(std::move(s));
+        continue;
+      }
+      int64_t cls = *s.label;
+      uint64_t seen = ++next.seen[cls];
+      uint64_t held = next.held[cls];
+      // Hold this one out if the class would otherwise fall below its share.
+      bool hold = next.size < options_.max_samples &&
+                  static_cast<double>(held + 1) <= options_.fraction * static_cast<double>(seen) + 1e-9;
+      if (!hold) {
+        train.push_back(std::move(s));
+        continue;
+      }
+      Result<std::string> v = storage::EncodeSample(s);
+      if (!v.ok()) return v.status().WithContext("sample " + std::to_string(i));
+      m.push_back({Family::kHoldout, Key(next.next_seq++), std::move(v).value()});
+      next.held[cls] += 1;
+      next.size += 1;
+    }
+    m.push_back({Family::kState, state_key_, EncodeCounters(next)});
+    RETURN_IF_ERROR(store_->Apply(m).WithContext("holdout " + options_.name));
+    counters_ = std::move(next);
+    return train;
+  }
+
+  Status Add(std::span<const storage::Sample> samples) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (counters_.size + samples.size() > options_.max_samples) {
+      return Status::ResourceExhausted("holdout " + options_.name + " would exceed " +
+                                       std::to_string(options_.max_samples) + " samples");
+    }
+    Counters next = counters_;
+    std::vector<Mutation> m;
+    for (size_t i = 0; i < samples.size(); ++i) {
+      if (!samples[i].label) {
+        return Status::InvalidArgument("sample " + std::to_string(i) + " has no label");
+      }
+      ASSIGN_OR_RETURN(std::string v, storage::EncodeSample(samples[i]));
+      m.push_back({Family::kHoldout, Key(next.next_seq++), std::move(v)});
+      next.held[*samples[i].label] += 1;
+      next.seen[*samples[i].label] += 1;
+      next.size += 1;
+    }
+    m.push_back({Family::kState, state_key_, EncodeCounters(next)});
+    RETURN_IF_ERROR(store_->Apply(m).WithContext("holdout " + options_.name));
+    counters_ = std::move(next);
+    return Status::Ok();
+  }
+
+  Result<std::vector<storage::Sample>> All() override {
+    std::vector<storage::Sample> out;
+    Status st = store_->Scan(Family::kHoldout, prefix_, [&](std::string_view k, std::string_view v) {
+      if (k.substr(0, prefix_.size()) != prefix_) return false;
+      Result<storage::Sample> s = storage::DecodeSample(v);
+      if (!s.ok()) {
+        LOG(kError) << "holdout " << options_.name << ": skipping unreadable record: "
+                    << s.status().ToString();
+        return true;
+      }
+      out.push_back(std::move(s).value());
+      return true;
+    });
+    RETURN_IF_ERROR(st);
+    return out;
+  }
+
+  uint64_t size() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return counters_.size;
+  }
+  std::map<int64_t, uint64_t> ClassCounts() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return counters_.held;
+  }
+
+ private:
+  std::string Key(uint64_t seq) const {
+    std::string k = prefix_;
+    coding::PutBigEndian64(&k, seq);
+    return k;
+  }
+
+  static std::string EncodeCounters(const Counters& c) {
+    std::string out;
+    out.push_back(static_cast<char>(kStateVersion));
+    coding::PutVarint64(&out, c.next_seq);
+    coding::PutVarint64(&out, c.seen.size());
+    for (auto& [cls, n] : c.seen) {
+      coding::PutVarsint64(&out, cls);
+      coding::PutVarint64(&out, n);
+    }
+    return out;
+  }
+
+  // Fills next_seq and seen; held and size come from the contents.
+  static bool DecodeCounters(std::string_view in, Counters* c) {
+    coding::Reader r(in);
+    uint8_t version;
+    uint64_t n;
+    if (!r.GetByte(&version) || version != kStateVersion || !r.GetVarint64(&c->next_seq) ||
+        !r.GetVarint64(&n) || n > r.remaining() / 2) {
+      return false;
+    }
+    for (uint64_t i = 0; i < n; ++i) {
+      int64_t cls;
+      uint64_t count;
+      if (!r.GetVarsint64(&cls) || !r.GetVarint64(&count)) return false;
+      c->seen[cls] = count;
+    }
+    return r.empty();
+  }
+
+  storage::SampleStore* store_;
+  const HoldoutOptions options_;
+  const std::string prefix_;
+  const std::string state_key_;
+  mutable std::mutex mu_;
+  Counters counters_;  // guarded by mu_
+};
+
+}  // namespace
+
+Result<std::unique_ptr<HoldoutSet>> HoldoutSet::Open(storage::SampleStore* store,
+                                                     const HoldoutOptions& options) {
+  if (store == nullptr) return Status::InvalidArgument("holdout: store is null");
+  if (options.name.empty() || options.name.find('/') != std::string::npos) {
+    return Status::InvalidArgument("holdout: name must be non-empty and without '/'");
+  }
+  if (!(options.fraction >= 0.0 && options.fraction <= 1.0)) {
+    return Status::InvalidArgument("holdout: fraction must be in [0, 1]");
+  }
+  auto set = std::make_unique<HoldoutSetImpl>(store, options);
+  RETURN_IF_ERROR(set->Restore());
+  return std::unique_ptr<HoldoutSet>(std::move(set));
+}
+
+}  // namespace distilld::replaybuffer

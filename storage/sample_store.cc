@@ -1,0 +1,322 @@
+#include "storage/sample_store.h"
+
+#include <rocksdb/cache.h>
+#include <rocksdb/db.h>
+#include <rocksdb/merge_operator.h>
+#include <rocksdb/options.h>
+#include <rocksdb/table.h>
+#include <rocksdb/write_batch.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <set>
+
+#include "common/log.h"
+#include "storage/coding.h"
+
+namespace distilld::storage {
+namespace {
+
+// The next-id counter lives in "state" and is written with Merge(max) in the
+// same WriteBatch as the samples. Concurrent appenders reserve ids in one order
+// but may reach RocksDB in another; max() makes the stored counter correct
+// regardless of the order their batches commit in.
+constexpr char kNextIdKey[] = "storage/next_incoming_id";
+
+class MaxU64Operator : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice& /*key*/, const rocksdb::Slice* existing,
+             const rocksdb::Slice& value, std::string* new_value,
+             rocksdb::Logger* /*logger*/) const override {
+    uint64_t a = existing != nullptr && existing->size() == 8
+                     ? coding::GetBigEndian64({existing->data(), 8})
+                     : 0;
+    uint64_t b = value.size() == 8 ? coding::GetBigEndian64({value.data(), 8}) : 0;
+    new_value->clear();
+    coding::PutBigEndian64(new_value, std::max(a, b));
+    return true;
+  }
+  const char* Name() const override { return "distilld.MaxU64"; }
+};
+
+Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return Status::Ok();
+  std::string m = std::string(what) + ": " + s.ToString();
+  if (s.IsNotFound()) return Status::NotFound(m);
+  if (s.IsCorruption()) return Status::Corruption(m);
+  if (s.IsIOError()) return Status::IoError(m);
+  if (s.IsInvalidArgument()) return Status::InvalidArgument(m);
+  if (s.IsBusy() || s.IsTimedOut() || s.IsTryAgain()) return Status::Unavailable(m);
+  return Status::Internal(m);
+}
+
+const char* const kFamilyNames[] = {"incoming", "buffer", "holdout", "state"};
+
+std::string BigEndian(uint64_t v) {
+  std::string s;
+  coding::PutBigEndian64(&s, v);
+  return s;
+}
+
+class RocksSampleStore final : public SampleStore {
+ public:
+  RocksSampleStore(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
+                   std::shared_ptr<rocksdb::Cache> cache, const SampleStoreOptions& options,
+                   SampleId next_id)
+      : db_(db), handles_(std::move(handles)), cache_(std::move(cache)), clock_(options.clock),
+        next_id_(next_id) {
+    write_options_.sync = options.sync;
+  }
+
+  ~RocksSampleStore() override {
+    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
+    rocksdb::Status s = db_->Close();
+    if (!s.ok()) {
+      LOG(kWarning) << "sample store: close: " << s.ToString();
+    }
+    delete db_;
+  }
+
+  Result<IdRange> AppendIncoming(std::span<const Sample> samples) override {
+    if (samples.empty()) return Status::InvalidArgument("empty batch");
+    int64_t now = clock_->NowMicros();
+    std::vector<std::string> encoded;
+    encoded.reserve(samples.size());
+    for (size_t i = 0; i < samples.size(); ++i) {
+      Result<std::string> e = [&]() -> Result<std::string> {
+        if (samples[i].ingest_time_us != 0) return EncodeSample(samples[i]);
+        Sample copy = samples[i];
+        copy.ingest_time_us = now;
+        return EncodeSample(copy);
+      }();
+      if (!e.ok()) return e.status().WithContext("sample " + std::to_string(i));
+      encoded.push_back(std::move(e).value());
+    }
+
+    // Reserve ids without holding the lock across the synced write, so that
+    // concurrent appenders reach RocksDB together and share one WAL fsync.
+    SampleId first;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      first = next_id_;
+      next_id_ += samples.size();
+      in_flight_.insert(first);
+    }
+    IdRange range{first, first + samples.size() - 1};
+    rocksdb::WriteBatch batch;
+    rocksdb::ColumnFamilyHandle* cf = handles_[static_cast<int>(Family::kIncoming)];
+    for (size_t i = 0; i < encoded.size(); ++i) {
+      batch.Put(cf, BigEndian(first + i), encoded[i]);
+    }
+    batch.Merge(handles_[static_cast<int>(Family::kState)], kNextIdKey, BigEndian(range.last + 1));
+    rocksdb::Status s = db_->Write(write_options_, &batch);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      in_flight_.erase(first);
+    }
+    RETURN_IF_ERROR(FromRocks(s, "append incoming"));
+    return range;
+  }
+
+  Result<std::vector<StoredSample>> ReadIncoming(SampleId after_id, size_t max_count) override {
+    std::vector<StoredSample> out;
+    SampleId limit = VisibleLimit();
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), handles_[static_cast<int>(Family::kIncoming)]));
+    for (it->Seek(BigEndian(after_id + 1)); it->Valid() && out.size() < max_count; it->Next()) {
+      rocksdb::Slice k = it->key();
+      if (k.size() != 8) {
+        CountCorrupt("incoming key of " + std::to_string(k.size()) + " bytes");
+        continue;
+      }
+      SampleId id = coding::GetBigEndian64({k.data(), 8});
+      if (id >= limit) break;
+      Result<Sample> s = DecodeSample({it->value().data(), it->value().size()});
+      if (!s.ok()) {
+        CountCorrupt("incoming " + std::to_string(id) + ": " + s.status().message());
+        continue;
+      }
+      out.push_back({id, std::move(s).value()});
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "read incoming"));
+    return out;
+  }
+
+  Result<Sample> GetIncoming(SampleId id) override {
+    ASSIGN_OR_RETURN(auto v, Get(Family::kIncoming, IncomingKey(id)));
+    if (!v) return Status::NotFound("incoming sample " + std::to_string(id));
+    Result<Sample> s = DecodeSample(*v);
+    if (!s.ok()) {
+      CountCorrupt("incoming " + std::to_string(id) + ": " + s.status().message());
+      return s.status().WithContext("incoming sample " + std::to_string(id));
+    }
+    return s;
+  }
+
+  Status PutIncoming(SampleId id, const Sample& sample) override {
+    ASSIGN_OR_RETURN(std::string value, EncodeSample(sample));
+    rocksdb::WriteBatch batch;
+    batch.Put(handles_[static_cast<int>(Family::kIncoming)], IncomingKey(id), value);
+    return FromRocks(db_->Write(write_options_, &batch), "put incoming");
+  }
+
+  Result<uint64_t> CountIncoming(SampleId after_id) override {
+    SampleId limit = VisibleLimit();
+    uint64_t n = 0;
+    rocksdb::ReadOptions ro;
+    std::string upper = BigEndian(limit);
+    rocksdb::Slice upper_slice(upper);
+    ro.iterate_upper_bound = &upper_slice;
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(ro, handles_[static_cast<int>(Family::kIncoming)]));
+    for (it->Seek(BigEndian(after_id + 1)); it->Valid(); it->Next()) {
+      if (it->key().size() == 8) ++n;
+    }
+    RETURN_IF_ERROR(FromRocks(it->status(), "count incoming"));
+    return n;
+  }
+
+  Status Apply(std::span<const Mutation> mutations) override {
+    rocksdb::WriteBatch batch;
+    for (const Mutation& m : mutations) {
+      rocksdb::ColumnFamilyHandle* cf = handles_[static_cast<int>(m.family)];
+      if (m.value) {
+        batch.Put(cf, m.key, *m.value);
+      } else {
+        batch.Delete(cf, m.key);
+      }
+    }
+    return FromRocks(db_->Write(write_options_, &batch), "apply");
+  }
+
+  Result<std::optional<std::string>> Get(Family family, std::string_view key) override {
+    std::string value;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[static_cast<int>(family)],
+                                 rocksdb::Slice(key.data(), key.size()), &value);
+    if (s.IsNotFound()) return std::optional<std::string>();
+    RETURN_IF_ERROR(FromRocks(s, "get"));
+    return std::optional<std::string>(std::move(value));
+  }
+
+  Status Scan(Family family, std::string_view start,
+              const std::function<bool(std::string_view, std::string_view)>& fn) override {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), handles_[static_cast<int>(family)]));
+    for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid(); it->Next()) {
+      if (!fn({it->key().data(), it->key().size()}, {it->value().data(), it->value().size()})) {
+        break;
+      }
+    }
+    return FromRocks(it->status(), "scan");
+  }
+
+  uint64_t corrupt_records() const override { return corrupt_.load(); }
+
+  uint64_t ApproximateMemoryBytes() override {
+    uint64_t mem = 0, readers = 0;
+    db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kSizeAllMemTables, &mem);
+    db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kEstimateTableReadersMem, &readers);
+    return mem + readers + cache_->GetUsage();
+  }
+
+  Status Flush() override {
+    rocksdb::FlushOptions fo;
+    fo.wait = true;
+    return FromRocks(db_->Flush(fo, handles_), "flush");
+  }
+
+ private:
+  // Ids at or above this are hidden from readers: an earlier id range may
+  // still be in flight, and a reader that moved its cursor past it would
+  // never see it.
+  SampleId VisibleLimit() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return in_flight_.empty() ? next_id_ : *in_flight_.begin();
+  }
+
+  void CountCorrupt(const std::string& what) {
+    corrupt_.fetch_add(1);
+    LOG(kError) << "sample store: skipping unreadable record: " << what;
+  }
+
+  rocksdb::DB* db_;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by Family
+  std::shared_ptr<rocksdb::Cache> cache_;
+  Clock* clock_;
+  rocksdb::WriteOptions write_options_;
+  std::atomic<uint64_t> corrupt_{0};
+
+  std::mutex mu_;
+  SampleId next_id_;             // guarded by mu_
+  std::set<SampleId> in_flight_;  // first ids of unfinished appends; guarded by mu_
+};
+
+}  // namespace
+
+std::string SampleStore::IncomingKey(SampleId id) { return BigEndian(id); }
+
+Result<std::unique_ptr<SampleStore>> SampleStore::Open(const SampleStoreOptions& options) {
+  if (options.path.empty()) return Status::InvalidArgument("sample store: path is required");
+  SampleStoreOptions opts = options;
+  if (opts.clock == nullptr) opts.clock = Clock::Real();
+
+  auto cache = rocksdb::NewLRUCache(opts.block_cache_bytes);
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  // Index and filter blocks live in the cache, so the cache bounds them too.
+  table.cache_index_and_filter_blocks = true;
+  table.pin_l0_filter_and_index_blocks_in_cache = true;
+
+  rocksdb::ColumnFamilyOptions cf_opts;
+  cf_opts.write_buffer_size = opts.write_buffer_bytes;
+  cf_opts.max_write_buffer_number = std::max(1, opts.max_write_buffer_number);
+  cf_opts.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  rocksdb::ColumnFamilyOptions state_opts = cf_opts;
+  state_opts.merge_operator = std::make_shared<MaxU64Operator>();
+
+  rocksdb::DBOptions db_opts;
+  db_opts.create_if_missing = true;
+  db_opts.create_missing_column_families = true;
+  // Total memtable memory over all families: two full families' worth. With
+  // the defaults (8 MiB x 2) that is 32 MiB, plus the 16 MiB cache.
+  db_opts.db_write_buffer_size =
+      opts.write_buffer_bytes * static_cast<size_t>(cf_opts.max_write_buffer_number) * 2;
+  db_opts.max_open_files = 256;
+  db_opts.keep_log_file_num = 3;
+  db_opts.max_background_jobs = 2;
+
+  std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
+  cfs.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_opts);
+  for (int i = 0; i < 4; ++i) {
+    cfs.emplace_back(kFamilyNames[i], i == static_cast<int>(Family::kState) ? state_opts : cf_opts);
+  }
+  rocksdb::DB* db = nullptr;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::Status s = rocksdb::DB::Open(rocksdb::Options(db_opts, cf_opts), opts.path, cfs,
+                                        &handles, &db);
+  RETURN_IF_ERROR(FromRocks(s, "open sample store at " + opts.path));
+  // We never use the default family; drop its handle (the DB keeps it).
+  db->DestroyColumnFamilyHandle(handles[0]);
+  handles.erase(handles.begin());
+
+  // Next id: the persisted counter, or one past the last key if that is
+  // larger (it cannot be, but a hand-edited store should not reuse ids).
+  SampleId next_id = 1;
+  std::string v;
+  s = db->Get(rocksdb::ReadOptions(), handles[static_cast<int>(Family::kState)], kNextIdKey, &v);
+  if (s.ok() && v.size() == 8) next_id = std::max<SampleId>(next_id, coding::GetBigEndian64(v));
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->NewIterator(rocksdb::ReadOptions(), handles[static_cast<int>(Family::kIncoming)]));
+    it->SeekToLast();
+    while (it->Valid() && it->key().size() != 8) it->Prev();
+    if (it->Valid()) {
+      next_id = std::max<SampleId>(next_id, coding::GetBigEndian64({it->key().data(), 8}) + 1);
+    }
+  }
+  return std::unique_ptr<SampleStore>(
+      new RocksSampleStore(db, std::move(handles), std::move(cache), opts, next_id));
+}
+
+}  // namespace distilld::storage
