@@ -237,7 +237,7 @@ class ReplayBufferImpl final : public ReplayBuffer {
     }
     ed.EnforceBytes(rng, &none);
 
-    if (damaged || policy_changed || !have_counters || s.size != before) {
+    if (damaged || policy_changed || (!have_counters && !loaded.empty()) || s.size != before) {
       LOG(kWarning) << "replay buffer " << options_.name << ": rewriting " << s.size
                     << " records (damaged=" << damaged << ", policy_changed=" << policy_changed
                     << ", trimmed=" << (before - s.size) << ")";

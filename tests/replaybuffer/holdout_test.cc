@@ -1,0 +1,123 @@
+#include <doctest/doctest.h>
+
+#include <set>
+
+#include "replaybuffer/replay_buffer.h"
+#include "tests/support/temp_dir.h"
+
+namespace distilld::replaybuffer {
+namespace {
+
+using storage::Sample;
+
+Sample Labelled(int64_t index, std::optional<int64_t> label) {
+  Sample s;
+  s.dtype = storage::DType::kFloat32;
+  s.shape = {2};
+  s.data.assign(8, static_cast<char>(index));
+  s.label = label;
+  s.ingest_time_us = 1;
+  s.request_id = std::to_string(index);
+  return s;
+}
+
+std::unique_ptr<storage::SampleStore> OpenStore(const std::string& path) {
+  storage::SampleStoreOptions o;
+  o.path = path;
+  o.sync = false;
+  auto r = storage::SampleStore::Open(o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  return std::move(r).value();
+}
+
+std::unique_ptr<HoldoutSet> OpenHoldout(storage::SampleStore* store, HoldoutOptions o = {}) {
+  auto r = HoldoutSet::Open(store, o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  return std::move(r).value();
+}
+
+TEST_CASE("holdout: a stratified 10% per class, persisted, never returned for training") {
+  testing::TempDir dir;
+  std::set<std::string> held_ids, train_ids;
+  {
+    auto store = OpenStore(dir.str("db"));
+    auto h = OpenHoldout(store.get());
+    std::vector<Sample> batch;
+    // 5 classes of very different sizes, plus unlabelled samples.
+    const int sizes[] = {500, 200, 100, 50, 10};
+    int index = 0;
+    for (int c = 0; c < 5; ++c) {
+      for (int i = 0; i < sizes[c]; ++i) batch.push_back(Labelled(index++, c));
+    }
+    for (int i = 0; i < 40; ++i) batch.push_back(Labelled(index++, std::nullopt));
+    auto train = h->Split(batch);
+    REQUIRE(train.ok());
+    auto counts = h->ClassCounts();
+    for (int c = 0; c < 5; ++c) CHECK(counts[c] == static_cast<uint64_t>(sizes[c] / 10));
+    CHECK(h->size() == 86);
+    CHECK(train->size() == batch.size() - 86);
+    for (auto& s : *train) train_ids.insert(s.request_id);
+    auto all = h->All();
+    REQUIRE(all.ok());
+    REQUIRE(all->size() == 86);
+    for (auto& s : *all) {
+      CHECK(s.label.has_value());
+      held_ids.insert(s.request_id);
+    }
+    for (auto& id : held_ids) CHECK(train_ids.count(id) == 0);
+    CHECK(held_ids.size() + train_ids.size() == batch.size());
+  }
+  auto store = OpenStore(dir.str("db"));
+  auto h = OpenHoldout(store.get());
+  CHECK(h->size() == 86);
+  CHECK(h->ClassCounts()[0] == 50);
+  std::set<std::string> reopened;
+  auto reopened_all = h->All();
+  REQUIRE(reopened_all.ok());
+  for (auto& s : *reopened_all) reopened.insert(s.request_id);
+  CHECK(reopened == held_ids);
+  // The per-class denominators survived too: 100 more of class 4 (10 seen so
+  // far, 1 held) bring it to 11 of 110.
+  std::vector<Sample> more;
+  for (int i = 0; i < 100; ++i) more.push_back(Labelled(10000 + i, 4));
+  auto train = h->Split(more);
+  REQUIRE(train.ok());
+  CHECK(h->ClassCounts()[4] == 11);
+  CHECK(train->size() == 90);
+}
+
+TEST_CASE("holdout: max_samples bounds the set; Add validates") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.str("db"));
+  HoldoutOptions o;
+  o.max_samples = 15;
+  o.fraction = 0.5;
+  auto h = OpenHoldout(store.get(), o);
+  std::vector<Sample> batch;
+  for (int i = 0; i < 100; ++i) batch.push_back(Labelled(i, i % 2));
+  auto train = h->Split(batch);
+  REQUIRE(train.ok());
+  CHECK(h->size() == 15);
+  CHECK(train->size() == 85);
+
+  HoldoutOptions o2;
+  o2.name = "manual";
+  o2.max_samples = 3;
+  auto m = OpenHoldout(store.get(), o2);
+  std::vector<Sample> two = {Labelled(1, 7), Labelled(2, 8)};
+  REQUIRE(m->Add(two).ok());
+  CHECK(m->size() == 2);
+  CHECK(m->ClassCounts()[7] == 1);
+  CHECK(m->Add(two).code() == StatusCode::kResourceExhausted);
+  std::vector<Sample> unlabelled = {Labelled(3, std::nullopt)};
+  CHECK(m->Add(unlabelled).code() == StatusCode::kInvalidArgument);
+  CHECK(m->size() == 2);
+  CHECK(h->size() == 15);  // separate sets
+
+  HoldoutOptions bad;
+  bad.fraction = 1.5;
+  CHECK(HoldoutSet::Open(store.get(), bad).status().code() == StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace distilld::replaybuffer
