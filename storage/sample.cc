@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "storage/coding.h"
+#include "storage/sample_internal.h"
 
 namespace distilld::storage {
 namespace {
@@ -130,25 +131,37 @@ std::optional<int64_t> Sample::EffectiveClass() const {
   return static_cast<int64_t>(best);
 }
 
-Result<std::string> EncodeSample(const Sample& s) {
+Status EncodeSampleFraming(const Sample& s, int64_t ingest_time_us, std::string* out,
+                           size_t* head_len) {
   RETURN_IF_ERROR(CheckSample(s));
+  size_t start = out->size();
+  out->push_back(static_cast<char>(kEncodingVersion));
+  out->push_back(static_cast<char>(s.dtype));
+  out->push_back(static_cast<char>(s.source));
+  out->push_back(static_cast<char>(s.label ? kFlagHasLabel : 0));
+  coding::PutVarint64(out, s.shape.size());
+  for (int64_t d : s.shape) coding::PutVarint64(out, static_cast<uint64_t>(d));
+  coding::PutVarsint64(out, ingest_time_us);
+  if (s.label) coding::PutVarsint64(out, *s.label);
+  coding::PutVarint64(out, s.data.size());
+  *head_len = out->size() - start;
+  // (the data bytes go here)
+  coding::PutVarint64(out, s.teacher_logits.size());
+  for (float f : s.teacher_logits) coding::PutFixed32(out, std::bit_cast<uint32_t>(f));
+  coding::PutVarint64(out, s.request_id.size());
+  out->append(s.request_id);
+  return Status::Ok();
+}
+
+Result<std::string> EncodeSample(const Sample& s) {
+  std::string framing;
+  size_t head_len = 0;
+  RETURN_IF_ERROR(EncodeSampleFraming(s, s.ingest_time_us, &framing, &head_len));
   std::string out;
-  out.reserve(32 + s.shape.size() * 2 + s.data.size() + s.teacher_logits.size() * 4 +
-              s.request_id.size());
-  out.push_back(static_cast<char>(kEncodingVersion));
-  out.push_back(static_cast<char>(s.dtype));
-  out.push_back(static_cast<char>(s.source));
-  out.push_back(static_cast<char>(s.label ? kFlagHasLabel : 0));
-  coding::PutVarint64(&out, s.shape.size());
-  for (int64_t d : s.shape) coding::PutVarint64(&out, static_cast<uint64_t>(d));
-  coding::PutVarsint64(&out, s.ingest_time_us);
-  if (s.label) coding::PutVarsint64(&out, *s.label);
-  coding::PutVarint64(&out, s.data.size());
+  out.reserve(framing.size() + s.data.size());
+  out.append(framing, 0, head_len);
   out.append(s.data);
-  coding::PutVarint64(&out, s.teacher_logits.size());
-  for (float f : s.teacher_logits) coding::PutFixed32(&out, std::bit_cast<uint32_t>(f));
-  coding::PutVarint64(&out, s.request_id.size());
-  out.append(s.request_id);
+  out.append(framing, head_len, std::string::npos);
   return out;
 }
 

@@ -284,6 +284,13 @@ int main(int argc, char** argv) {
   std::printf("  ratio 4 threads / 1 thread: %.2f; acknowledged batches per raw fsync: %.2f\n",
               c.samples_per_s / b32_sync.samples_per_s, c.samples_per_s / 32 / fsyncs);
 
+  std::printf("\nconcurrent writers at batch 256, sync on\n");
+  for (int threads : {2, 4}) {
+    IngestResult r = Ingest(dir + "/ingest", true, 256, threads, samples, seconds);
+    std::printf("  %d threads: %.0f samples/s, p50 %.0f us, p99 %.0f us, cpu %.1f us/sample\n",
+                threads, r.samples_per_s, r.p50_us, r.p99_us, r.cpu_us_per_sample);
+  }
+
   // Replay buffer of 5000 Fashion-MNIST samples.
   const std::string rb_path = dir + "/replay";
   std::filesystem::remove_all(rb_path);
