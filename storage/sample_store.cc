@@ -52,6 +52,15 @@ Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return Status::Internal(m);
 }
 
+// Scans read each record once (the learner's cursor, a buffer restore);
+// keeping their blocks would only push hot index blocks out of the cache and
+// grow resident memory by the cache size.
+rocksdb::ReadOptions ScanOptions() {
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  return ro;
+}
+
 const char* const kFamilyNames[] = {"incoming", "buffer", "holdout", "state"};
 
 std::string BigEndian(uint64_t v) {
@@ -134,7 +143,7 @@ class RocksSampleStore final : public SampleStore {
     std::vector<StoredSample> out;
     SampleId limit = VisibleLimit();
     std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(rocksdb::ReadOptions(), handles_[static_cast<int>(Family::kIncoming)]));
+        db_->NewIterator(ScanOptions(), handles_[static_cast<int>(Family::kIncoming)]));
     for (it->Seek(BigEndian(after_id + 1)); it->Valid() && out.size() < max_count; it->Next()) {
       rocksdb::Slice k = it->key();
       if (k.size() != 8) {
@@ -175,7 +184,7 @@ class RocksSampleStore final : public SampleStore {
   Result<uint64_t> CountIncoming(SampleId after_id) override {
     SampleId limit = VisibleLimit();
     uint64_t n = 0;
-    rocksdb::ReadOptions ro;
+    rocksdb::ReadOptions ro = ScanOptions();
     std::string upper = BigEndian(limit);
     rocksdb::Slice upper_slice(upper);
     ro.iterate_upper_bound = &upper_slice;
@@ -213,7 +222,7 @@ class RocksSampleStore final : public SampleStore {
   Status Scan(Family family, std::string_view start,
               const std::function<bool(std::string_view, std::string_view)>& fn) override {
     std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(rocksdb::ReadOptions(), handles_[static_cast<int>(family)]));
+        db_->NewIterator(ScanOptions(), handles_[static_cast<int>(family)]));
     for (it->Seek(rocksdb::Slice(start.data(), start.size())); it->Valid(); it->Next()) {
       if (!fn({it->key().data(), it->key().size()}, {it->value().data(), it->value().size()})) {
         break;
