@@ -312,6 +312,10 @@ Result<std::unique_ptr<SampleStore>> SampleStore::Open(const SampleStoreOptions&
   // the defaults (8 MiB x 2) that is 32 MiB, plus the 16 MiB cache.
   db_opts.db_write_buffer_size =
       opts.write_buffer_bytes * static_cast<size_t>(cf_opts.max_write_buffer_number) * 2;
+  // "state" receives a tiny write with every append and would otherwise keep
+  // old WAL files alive until its memtable fills; capping the WAL forces its
+  // flush and bounds both disk use and replay time after a crash.
+  db_opts.max_total_wal_size = std::max<uint64_t>(64u << 20, 4 * opts.write_buffer_bytes);
   db_opts.max_open_files = 256;
   db_opts.keep_log_file_num = 3;
   db_opts.max_background_jobs = 2;
