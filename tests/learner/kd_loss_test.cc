@@ -1,5 +1,4 @@
-#include <doctest/doctest.h>
-#include <torch/torch.h>
+#include "tests/learner/torch_doctest.h"
 
 #include <cmath>
 

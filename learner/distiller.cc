@@ -1,0 +1,678 @@
+// See distiller.h for the round and the gate.
+#include "learner/distiller.h"
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <thread>
+
+// c10 (glog) defines LOG too; ours wins in this file.
+#undef LOG
+#include "common/log.h"
+#include "learner/evaluate.h"
+#include "learner/model_io.h"
+#include "learner/train_step.h"
+
+namespace distilld::learner {
+
+std::string VersionRelativePath(int64_t id) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "models/v%06lld.pt", static_cast<long long>(id));
+  return buf;
+}
+
+Result<torch::jit::Module> LoadVersionModel(const std::string& state_dir, const storage::VersionRecord& v) {
+  std::string path = (std::filesystem::path(state_dir) / v.path).string();
+  auto m = LoadModel(path, v.sha256);
+  if (!m.ok()) return m.status().WithContext("version " + std::to_string(v.id));
+  return m;
+}
+
+namespace {
+
+Result<int64_t> NextVersionId(storage::Registry* registry) {
+  ASSIGN_OR_RETURN(std::vector<storage::VersionRecord> all, registry->ListVersions());
+  int64_t next = 1;
+  for (const auto& v : all) next = std::max(next, v.id + 1);
+  return next;
+}
+
+Status EnsureModelsDir(const std::string& state_dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(state_dir) / "models", ec);
+  if (ec) return Status::IoError("creating " + state_dir + "/models: " + ec.message());
+  return Status::Ok();
+}
+
+}  // namespace
+
+Result<storage::VersionRecord> LoadOrCreateInitialVersion(storage::Registry* registry,
+                                                          const InitialStudentOptions& options) {
+  if (registry == nullptr || options.state_dir.empty()) {
+    return Status::InvalidArgument("registry and state_dir are required");
+  }
+  ASSIGN_OR_RETURN(std::optional<storage::VersionRecord> active, registry->ActiveVersion());
+  if (active.has_value()) {
+    ASSIGN_OR_RETURN(torch::jit::Module unused, LoadVersionModel(options.state_dir, *active));
+    (void)unused;
+    return *active;
+  }
+  torch::jit::Module model;
+  if (options.student_path.empty()) {
+    ASSIGN_OR_RETURN(model, BuildModel(options.arch, options.seed));
+  } else {
+    ASSIGN_OR_RETURN(model, LoadModel(options.student_path));
+  }
+  RETURN_IF_ERROR(EnsureModelsDir(options.state_dir));
+  ASSIGN_OR_RETURN(int64_t id, NextVersionId(registry));
+  std::string rel = VersionRelativePath(id);
+  ASSIGN_OR_RETURN(SavedModel saved,
+                   SaveModelAtomic(model, (std::filesystem::path(options.state_dir) / rel).string()));
+  storage::VersionRecord rec;
+  rec.path = rel;
+  rec.sha256 = saved.sha256;
+  rec.size_bytes = saved.size_bytes;
+  rec.status = storage::VersionStatus::kCandidate;
+  rec.note = options.student_path.empty() ? "initial student built as " + options.arch.kind
+                                          : "initial student from " + options.student_path;
+  ASSIGN_OR_RETURN(rec.id, registry->AddVersion(rec));
+  if (rec.id != id) {
+    return Status::Internal("registry assigned version " + std::to_string(rec.id) + " to file " + rel);
+  }
+  RETURN_IF_ERROR(registry->Activate(rec.id));
+  (void)registry->LogEvent("swap", "initial student activated", rec.id);
+  return registry->GetVersion(rec.id);
+}
+
+namespace {
+
+constexpr char kCursorKey[] = "learner/cursor";
+constexpr char kSplitKey[] = "learner/split_upto";
+
+std::string EncodeU64(uint64_t v) { return std::to_string(v); }
+uint64_t DecodeU64(const std::string& s) { return std::strtoull(s.c_str(), nullptr, 10); }
+
+// Everything a round produces for the registry.
+struct RoundState {
+  storage::RoundRecord record;
+  std::vector<storage::SampleId> consumed;  // incoming ids read this round
+  storage::SampleId last_id = 0;
+  std::vector<storage::Sample> train_new;   // new samples used for training
+};
+
+class DistillerImpl final : public IncrementalDistiller {
+ public:
+  DistillerImpl(DistillerOptions o, torch::jit::Module active)
+      : o_(std::move(o)), active_(std::move(active)), active_id_(o_.active_version), rng_(o_.seed) {
+    if (o_.clock == nullptr) o_.clock = Clock::Real();
+    progress_.active_version = active_id_;
+  }
+  ~DistillerImpl() override { Stop(); }
+
+  Status Start() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (thread_.joinable() || running_) return Status::FailedPrecondition("distiller already started");
+    stop_ = false;
+    running_ = true;
+    progress_.state = "idle";
+    last_round_end_us_ = o_.clock->MonotonicMicros();
+    thread_ = std::thread([this] { ThreadMain(); });
+    return Status::Ok();
+  }
+
+  void Stop() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+    std::lock_guard<std::mutex> lock(mu_);
+    running_ = false;
+    progress_.state = "stopped";
+  }
+
+  Result<int64_t> RequestRound() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!running_ || stop_) return Status::FailedPrecondition("learner is not running");
+    if (requested_round_ != 0 || in_round_) return Status::AlreadyExists("a round is already running");
+    lock.unlock();
+    ASSIGN_OR_RETURN(uint64_t pending, o_.store->CountIncoming(LoadCursor()));
+    if (pending == 0) return Status::FailedPrecondition("no new samples");
+    lock.lock();
+    if (requested_round_ != 0 || in_round_) return Status::AlreadyExists("a round is already running");
+    ASSIGN_OR_RETURN(int64_t id, o_.registry->BeginRound("api"));
+    requested_round_ = id;
+    lock.unlock();
+    cv_.notify_all();
+    return id;
+  }
+
+  Result<storage::RoundRecord> RunRoundNow(const std::string& trigger) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (running_) return Status::FailedPrecondition("the learner thread is running");
+    }
+    ASSIGN_OR_RETURN(uint64_t pending, o_.store->CountIncoming(LoadCursor()));
+    if (pending == 0) return Status::FailedPrecondition("no new samples");
+    ASSIGN_OR_RETURN(int64_t id, o_.registry->BeginRound(trigger));
+    return RunRound(id, trigger);
+  }
+
+  DistillerProgress Progress() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return progress_;
+  }
+
+ private:
+  // ---- thread ----
+  void ThreadMain() {
+    at::set_num_threads(std::max(1, o_.threads));
+    if (o_.nice != 0) {
+      // Per-thread on Linux: only this thread (and the OpenMP workers it
+      // creates, which inherit it) runs at the lower priority.
+      pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
+      int cur = ::getpriority(PRIO_PROCESS, tid);
+      if (::setpriority(PRIO_PROCESS, tid, cur + o_.nice) != 0) {
+        LOG(kWarning) << "learner: setpriority failed; training at normal priority";
+      }
+    }
+    LOG(kInfo) << "learner: started (threads=" << o_.threads << ", nice=" << o_.nice << ")";
+    for (;;) {
+      int64_t round_id = 0;
+      std::string trigger;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(10, o_.poll_interval_ms)),
+                     [this] { return stop_ || requested_round_ != 0; });
+        if (stop_) break;
+        if (requested_round_ != 0) {
+          round_id = requested_round_;
+          trigger = "api";
+        }
+      }
+      if (round_id == 0 && o_.auto_trigger) {
+        trigger = CheckTriggers();
+        if (!trigger.empty()) {
+          auto id = o_.registry->BeginRound(trigger);
+          if (!id.ok()) {
+            LOG(kError) << "learner: cannot begin round: " << id.status().ToString();
+            backoff_until_us_ = o_.clock->MonotonicMicros() + o_.error_backoff_s * 1'000'000;
+            continue;
+          }
+          round_id = *id;
+        }
+      }
+      if (round_id == 0) continue;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        in_round_ = true;
+        requested_round_ = 0;
+      }
+      (void)RunRound(round_id, trigger);
+      std::lock_guard<std::mutex> lock(mu_);
+      in_round_ = false;
+    }
+    LOG(kInfo) << "learner: stopped";
+  }
+
+  std::string CheckTriggers() {
+    int64_t now = o_.clock->MonotonicMicros();
+    if (now < backoff_until_us_) return "";
+    auto count = o_.store->CountIncoming(LoadCursor());
+    if (!count.ok()) {
+      LOG(kError) << "learner: counting incoming: " << count.status().ToString();
+      backoff_until_us_ = now + o_.error_backoff_s * 1'000'000;
+      return "";
+    }
+    if (*count == 0) return "";
+    if (o_.trigger_count > 0 && *count >= o_.trigger_count) return "count";
+    if (o_.trigger_interval_s > 0 && *count >= std::max<uint64_t>(1, o_.min_samples) &&
+        now - last_round_end_us_ >= o_.trigger_interval_s * 1'000'000) {
+      return "interval";
+    }
+    return "";
+  }
+
+  bool StopRequested() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stop_;
+  }
+
+  void SetState(const std::string& state) {
+    std::lock_guard<std::mutex> lock(mu_);
+    progress_.state = state;
+  }
+
+  storage::SampleId LoadCursor() {
+    auto v = o_.store->Get(storage::Family::kState, kCursorKey);
+    if (!v.ok() || !v->has_value()) return 0;
+    return DecodeU64(**v);
+  }
+  storage::SampleId LoadSplitUpto() {
+    auto v = o_.store->Get(storage::Family::kState, kSplitKey);
+    if (!v.ok() || !v->has_value()) return 0;
+    return DecodeU64(**v);
+  }
+
+  // ---- round ----
+  Result<storage::RoundRecord> RunRound(int64_t round_id, const std::string& trigger) {
+    RoundState rs;
+    rs.record.id = round_id;
+    rs.record.trigger = trigger;
+    rs.record.started_us = o_.clock->NowMicros();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.round_id = round_id;
+      progress_.step = 0;
+      progress_.total_steps = 0;
+      progress_.loss = 0;
+      progress_.samples_per_s = 0;
+    }
+    LOG(kInfo) << "learner: round " << round_id << " started (" << trigger << ")";
+    Status st;
+    try {
+      st = DoRound(&rs);
+    } catch (const std::exception& e) {  // a LibTorch surprise must not kill the thread
+      st = Status::Internal(std::string("round: ") + e.what());
+    }
+    if (!st.ok()) {
+      rs.record.outcome = st.code() == StatusCode::kAborted ? "aborted" : "failed";
+      rs.record.reason = st.message();
+      LOG(kWarning) << "learner: round " << round_id << " " << rs.record.outcome << ": " << st.message();
+      (void)o_.registry->LogEvent(rs.record.outcome == "aborted" ? "round_aborted" : "error",
+                                  "round " + std::to_string(round_id) + ": " + st.message());
+      if (rs.record.outcome == "failed") {
+        backoff_until_us_ = o_.clock->MonotonicMicros() + o_.error_backoff_s * 1'000'000;
+      }
+    }
+    Status up = o_.registry->UpdateRound(rs.record);
+    if (!up.ok()) {
+      LOG(kError) << "learner: recording round " << round_id << ": " << up.ToString();
+    }
+    last_round_end_us_ = o_.clock->MonotonicMicros();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.state = running_ && !stop_ ? "idle" : progress_.state;
+      progress_.rounds_completed += 1;
+      progress_.last_outcome = rs.record.outcome;
+      progress_.last_reason = rs.record.reason;
+      progress_.last_version = rs.record.candidate_version.value_or(0);
+      progress_.active_version = active_id_;
+    }
+    LOG(kInfo) << "learner: round " << round_id << " " << rs.record.outcome
+               << (rs.record.reason.empty() ? "" : ": " + rs.record.reason);
+    return rs.record;
+  }
+
+  Status SyncActive() {
+    ASSIGN_OR_RETURN(std::optional<storage::VersionRecord> active, o_.registry->ActiveVersion());
+    if (!active.has_value()) return Status::FailedPrecondition("no active version in the registry");
+    if (active->id == active_id_) return Status::Ok();
+    ASSIGN_OR_RETURN(active_, LoadVersionModel(o_.state_dir, *active));
+    LOG(kInfo) << "learner: active version is now " << active->id << " (changed outside the learner)";
+    active_id_ = active->id;
+    return Status::Ok();
+  }
+
+  // Teacher logits for samples lacking them; returns how many were computed.
+  Result<size_t> AttachTeacherLogits(std::vector<storage::Sample*>& samples) {
+    std::vector<storage::Sample*> missing;
+    for (auto* s : samples) {
+      if (s->teacher_logits.empty()) missing.push_back(s);
+    }
+    const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, o_.teacher_batch_size));
+    for (size_t i = 0; i < missing.size(); i += chunk) {
+      if (StopRequested()) return Status::Aborted("stopped");
+      std::vector<storage::Sample> part;
+      for (size_t j = i; j < std::min(missing.size(), i + chunk); ++j) part.push_back(*missing[j]);
+      ASSIGN_OR_RETURN(torch::Tensor inputs, SamplesToInputs(part));
+      ASSIGN_OR_RETURN(torch::Tensor logits, ForwardInBatches(o_.teacher, inputs, static_cast<int64_t>(chunk)));
+      logits = logits.contiguous();
+      const int64_t width = logits.size(1);
+      const float* p = logits.data_ptr<float>();
+      for (size_t j = 0; j < part.size(); ++j) {
+        missing[i + j]->teacher_logits.assign(p + static_cast<int64_t>(j) * width,
+                                              p + static_cast<int64_t>(j + 1) * width);
+      }
+    }
+    return missing.size();
+  }
+
+  Status DoRound(RoundState* rs) {
+    RETURN_IF_ERROR(SyncActive());
+    const storage::SampleId cursor = LoadCursor();
+    ASSIGN_OR_RETURN(std::vector<storage::StoredSample> incoming,
+                     o_.store->ReadIncoming(cursor, o_.max_round_samples));
+    if (incoming.empty()) return Status::FailedPrecondition("no new samples");
+    for (const auto& s : incoming) rs->consumed.push_back(s.id);
+    rs->last_id = incoming.back().id;
+    rs->record.samples_new = static_cast<int64_t>(incoming.size());
+
+    // 2. Teacher logits once per sample, stored with it.
+    SetState("teacher");
+    {
+      std::vector<storage::Sample*> ptrs;
+      for (auto& s : incoming) ptrs.push_back(&s.sample);
+      ASSIGN_OR_RETURN(size_t computed, AttachTeacherLogits(ptrs));
+      if (computed > 0) {
+        std::vector<storage::Mutation> m;
+        for (const auto& s : incoming) {
+          ASSIGN_OR_RETURN(std::string enc, storage::EncodeSample(s.sample));
+          m.push_back({storage::Family::kIncoming, storage::SampleStore::IncomingKey(s.id), std::move(enc)});
+        }
+        RETURN_IF_ERROR(o_.store->Apply(m).WithContext("storing teacher logits"));
+      }
+    }
+    if (StopRequested()) return Status::Aborted("stopped");
+
+    // 3. Held-out share. Samples already split by an earlier, interrupted
+    // round (id <= split_upto) are not split again.
+    const storage::SampleId split_upto = LoadSplitUpto();
+    std::vector<storage::Sample> to_split;
+    std::vector<size_t> split_index;
+    for (size_t i = 0; i < incoming.size(); ++i) {
+      if (incoming[i].id > split_upto) {
+        to_split.push_back(incoming[i].sample);
+        split_index.push_back(i);
+      } else {
+        rs->train_new.push_back(incoming[i].sample);
+      }
+    }
+    if (!to_split.empty()) {
+      std::vector<storage::Sample> copy = to_split;
+      ASSIGN_OR_RETURN(std::vector<storage::Sample> kept, o_.holdout->Split(std::move(copy)));
+      // Split keeps order, so walking both lists finds the held-out ones.
+      std::vector<storage::Mutation> m;
+      size_t k = 0;
+      for (size_t j = 0; j < to_split.size(); ++j) {
+        if (k < kept.size() && kept[k] == to_split[j]) {
+          rs->train_new.push_back(std::move(kept[k++]));
+        } else {
+          m.push_back({storage::Family::kIncoming,
+                       storage::SampleStore::IncomingKey(incoming[split_index[j]].id), std::nullopt});
+        }
+      }
+      m.push_back({storage::Family::kState, kSplitKey, EncodeU64(rs->last_id)});
+      RETURN_IF_ERROR(o_.store->Apply(m).WithContext("recording the holdout split"));
+    }
+    if (StopRequested()) return Status::Aborted("stopped");
+
+    // 4. Replay mix.
+    std::vector<storage::Sample> replay;
+    if (o_.replay_ratio > 0 && !rs->train_new.empty()) {
+      size_t n = static_cast<size_t>(std::llround(o_.replay_ratio * static_cast<double>(rs->train_new.size())));
+      ASSIGN_OR_RETURN(replay, o_.buffer->Sample(n, rng_));
+      std::vector<storage::Sample*> ptrs;
+      for (auto& s : replay) ptrs.push_back(&s);
+      ASSIGN_OR_RETURN(size_t unused, AttachTeacherLogits(ptrs));
+      (void)unused;
+    }
+    rs->record.samples_replay = static_cast<int64_t>(replay.size());
+
+    // 5-7. Train, evaluate, gate, save, register, publish.
+    if (!rs->train_new.empty()) {
+      Status trained = TrainEvaluatePromote(rs, replay);
+      if (trained.code() == StatusCode::kAborted && trained.message() != "stopped") {
+        // A diverging loss: the active version stays, the samples are consumed.
+        rs->record.outcome = "aborted";
+        rs->record.reason = trained.message();
+        (void)o_.registry->LogEvent("round_aborted", "round " + std::to_string(rs->record.id) + ": " +
+                                                         trained.message());
+      } else if (!trained.ok()) {
+        return trained;
+      }
+    } else {
+      rs->record.outcome = "rejected";
+      rs->record.reason = "every new sample went to the holdout";
+    }
+
+    // 8. Consume: replay buffer, cursor, delete incoming.
+    SetState("consuming");
+    if (!rs->train_new.empty()) {
+      Status offered = o_.buffer->Offer(rs->train_new, rng_);
+      if (!offered.ok()) {
+        LOG(kError) << "learner: replay buffer offer failed: " << offered.ToString();
+      }
+    }
+    std::vector<storage::Mutation> m;
+    for (storage::SampleId id : rs->consumed) {
+      m.push_back({storage::Family::kIncoming, storage::SampleStore::IncomingKey(id), std::nullopt});
+    }
+    m.push_back({storage::Family::kState, kCursorKey, EncodeU64(rs->last_id)});
+    RETURN_IF_ERROR(o_.store->Apply(m).WithContext("advancing the learner cursor"));
+    return Status::Ok();
+  }
+
+  Status TrainEvaluatePromote(RoundState* rs, const std::vector<storage::Sample>& replay) {
+    SetState("training");
+    std::vector<storage::Sample> all = rs->train_new;
+    all.insert(all.end(), replay.begin(), replay.end());
+    ASSIGN_OR_RETURN(Batch data, SamplesToBatch(all));
+    const int64_t n = data.size();
+    const int64_t bs = std::max(1, o_.batch_size);
+    const int64_t per_epoch = (n + bs - 1) / bs;
+    int64_t total = per_epoch * std::max(1, o_.epochs);
+    if (o_.max_steps > 0) total = std::min(total, o_.max_steps);
+
+    ASSIGN_OR_RETURN(torch::jit::Module candidate, CloneForTraining(active_));
+    std::vector<torch::Tensor> params;
+    for (const auto& p : candidate.parameters()) params.push_back(p);
+    std::optional<FeatureProjector> projector;
+    StepOptions so;
+    so.loss.alpha = o_.alpha;
+    if (!o_.feature_method.empty() && o_.feature_weight > 0) {
+      std::vector<int64_t> shape(data.inputs.sizes().begin() + 1, data.inputs.sizes().end());
+      ASSIGN_OR_RETURN(int64_t sw, FeatureWidth(candidate, o_.feature_method, shape));
+      ASSIGN_OR_RETURN(int64_t tw, FeatureWidth(o_.teacher, o_.feature_method, shape));
+      projector.emplace(sw, tw);
+      for (const auto& p : (*projector)->parameters()) params.push_back(p);
+      so.feature_method = o_.feature_method;
+      so.feature_weight = o_.feature_weight;
+      so.teacher = &o_.teacher;
+      so.projector = &*projector;
+    }
+    ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::Optimizer> opt,
+                     MakeOptimizer(o_.optimizer, o_.learning_rate, std::move(params)));
+    TemperatureScheduleOptions sched = o_.temperature_schedule;
+    if (sched.curve == "constant") sched.start = sched.end = o_.temperature;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.total_steps = total;
+    }
+
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    // Throughput is a measurement, not logic: real time even under a test clock.
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t seen = 0;
+    double first_loss = 0, last_loss = 0, sum_loss = 0;
+    for (int64_t step = 0; step < total; ++step) {
+      if (StopRequested()) return Status::Aborted("stopped");
+      const int64_t pos = (step % per_epoch) * bs;
+      if (pos == 0) std::shuffle(order.begin(), order.end(), rng_);
+      const int64_t end = std::min(n, pos + bs);
+      torch::Tensor idx = torch::from_blob(order.data() + pos, {end - pos}, torch::kInt64);
+      Batch b;
+      b.inputs = data.inputs.index_select(0, idx);
+      b.labels = data.labels.index_select(0, idx);
+      b.teacher_logits = data.teacher_logits.index_select(0, idx);
+      so.loss.temperature = TemperatureAt(sched, step, total);
+      ASSIGN_OR_RETURN(StepStats stats, TrainStep(candidate, *opt, b, so));
+      seen += stats.samples;
+      if (step == 0) first_loss = stats.loss;
+      last_loss = stats.loss;
+      sum_loss += stats.loss;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.step = step + 1;
+      progress_.loss = stats.loss;
+      progress_.samples_per_s = secs > 0 ? static_cast<double>(seen) / secs : 0.0;
+    }
+    {
+      std::ostringstream os;
+      os << "{\"steps\":" << total << ",\"first\":" << first_loss << ",\"last\":" << last_loss
+         << ",\"mean\":" << (total > 0 ? sum_loss / static_cast<double>(total) : 0.0) << "}";
+      rs->record.loss_json = os.str();
+    }
+    candidate.eval();
+    if (StopRequested()) return Status::Aborted("stopped");
+
+    // 6. Evaluate and gate.
+    SetState("evaluating");
+    ASSIGN_OR_RETURN(std::vector<storage::Sample> held, o_.holdout->All());
+    ASSIGN_OR_RETURN(EvalResult cand_eval, EvaluateSamples(candidate, held, o_.teacher_batch_size));
+    ASSIGN_OR_RETURN(EvalResult act_eval, EvaluateSamples(active_, held, o_.teacher_batch_size));
+    std::string reason;
+    bool pass = true;
+    std::string basis;
+    if (cand_eval.labelled > 0) {
+      basis = "holdout";
+      const double drop = act_eval.accuracy() - cand_eval.accuracy();
+      if (drop > o_.max_accuracy_drop) {
+        pass = false;
+        std::ostringstream os;
+        os << "held-out accuracy " << cand_eval.accuracy() << " vs active " << act_eval.accuracy()
+           << " drops more than " << o_.max_accuracy_drop;
+        reason = os.str();
+      }
+      for (const auto& [cls, score] : act_eval.per_class) {
+        if (!pass) break;
+        auto it = cand_eval.per_class.find(cls);
+        const double cand = it == cand_eval.per_class.end() ? 0.0 : it->second.accuracy();
+        if (score.accuracy() - cand > o_.max_class_drop) {
+          pass = false;
+          std::ostringstream os;
+          os << "class " << cls << " accuracy " << cand << " vs active " << score.accuracy()
+             << " drops more than " << o_.max_class_drop;
+          reason = os.str();
+        }
+      }
+    } else {
+      // No labelled holdout yet: judge by agreement with the teacher on this
+      // round's new samples (they all carry teacher logits by now).
+      basis = "teacher_agreement";
+      ASSIGN_OR_RETURN(cand_eval, EvaluateSamples(candidate, rs->train_new, o_.teacher_batch_size));
+      ASSIGN_OR_RETURN(act_eval, EvaluateSamples(active_, rs->train_new, o_.teacher_batch_size));
+      if (act_eval.agreement() - cand_eval.agreement() > o_.max_accuracy_drop) {
+        pass = false;
+        std::ostringstream os;
+        os << "teacher agreement " << cand_eval.agreement() << " vs active " << act_eval.agreement()
+           << " drops more than " << o_.max_accuracy_drop << " (no labelled holdout)";
+        reason = os.str();
+      }
+    }
+    std::string eval_json = "{\"basis\":\"" + basis + "\",\"candidate\":" + cand_eval.ToJson() +
+                            ",\"active\":" + act_eval.ToJson() + ",\"active_version\":" +
+                            std::to_string(active_id_) + "}";
+    rs->record.eval_json = eval_json;
+    if (StopRequested()) return Status::Aborted("stopped");
+
+    // 7. Save and register. No stop checks from here to the registry write,
+    // so a stop never leaves a saved file without its record.
+    SetState("saving");
+    RETURN_IF_ERROR(EnsureModelsDir(o_.state_dir));
+    ASSIGN_OR_RETURN(int64_t vid, NextVersionId(o_.registry));
+    const std::string rel = VersionRelativePath(vid);
+    ASSIGN_OR_RETURN(SavedModel saved,
+                     SaveModelAtomic(candidate, (std::filesystem::path(o_.state_dir) / rel).string()));
+    storage::VersionRecord rec;
+    rec.parent = active_id_;
+    rec.path = rel;
+    rec.sha256 = saved.sha256;
+    rec.size_bytes = saved.size_bytes;
+    rec.status = pass ? storage::VersionStatus::kCandidate : storage::VersionStatus::kRejected;
+    rec.metrics_json = eval_json;
+    rec.round_id = rs->record.id;
+    rec.note = reason;
+    ASSIGN_OR_RETURN(rec.id, o_.registry->AddVersion(rec));
+    if (rec.id != vid) {
+      LOG(kError) << "learner: registry id " << rec.id << " differs from file " << rel;
+    }
+    rs->record.candidate_version = rec.id;
+    if (!pass) {
+      rs->record.outcome = "rejected";
+      rs->record.reason = reason;
+      (void)o_.registry->LogEvent("reject", "version " + std::to_string(rec.id) + ": " + reason, rec.id);
+      return Status::Ok();
+    }
+    if (o_.publisher != nullptr) {
+      Status pub = o_.publisher->Publish(rec);
+      if (!pub.ok()) {
+        (void)o_.registry->SetVersionStatus(rec.id, storage::VersionStatus::kRejected,
+                                            "publish failed: " + pub.message());
+        rs->record.outcome = "rejected";
+        rs->record.reason = "publish failed: " + pub.message();
+        (void)o_.registry->LogEvent("reject", "version " + std::to_string(rec.id) + ": " + rs->record.reason,
+                                    rec.id);
+        return Status::Ok();
+      }
+    }
+    RETURN_IF_ERROR(o_.registry->Activate(rec.id));
+    active_ = candidate;
+    active_id_ = rec.id;
+    rs->record.outcome = "promoted";
+    std::ostringstream msg;
+    msg << "version " << rec.id << " promoted (held-out accuracy " << cand_eval.accuracy() << " vs "
+        << act_eval.accuracy() << ")";
+    (void)o_.registry->LogEvent("swap", msg.str(), rec.id);
+    return Status::Ok();
+  }
+
+  DistillerOptions o_;
+  // Owned by the learner thread (or the RunRoundNow caller).
+  torch::jit::Module active_;
+  int64_t active_id_;
+  std::mt19937_64 rng_;
+  int64_t last_round_end_us_ = 0;
+  int64_t backoff_until_us_ = 0;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  bool running_ = false;
+  bool in_round_ = false;
+  int64_t requested_round_ = 0;
+  DistillerProgress progress_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(DistillerOptions o) {
+  if (o.store == nullptr || o.registry == nullptr || o.buffer == nullptr || o.holdout == nullptr) {
+    return Status::InvalidArgument("distiller needs store, registry, buffer and holdout");
+  }
+  if (o.state_dir.empty()) return Status::InvalidArgument("distiller needs a state_dir");
+  if (o.batch_size <= 0 || o.epochs <= 0) return Status::InvalidArgument("batch_size and epochs must be > 0");
+  if (!(o.learning_rate > 0)) return Status::InvalidArgument("learning_rate must be > 0");
+  if (o.optimizer != "adam" && o.optimizer != "sgd") {
+    return Status::InvalidArgument("unknown optimizer '" + o.optimizer + "'");
+  }
+  if (o.alpha < 0 || o.alpha > 1) return Status::InvalidArgument("alpha must be in [0, 1]");
+  if (o.temperature <= 0) return Status::InvalidArgument("temperature must be > 0");
+  RETURN_IF_ERROR(ValidateSchedule(o.temperature_schedule));
+  if (o.replay_ratio < 0) return Status::InvalidArgument("replay_ratio must be >= 0");
+  if (!o.teacher.find_method("forward")) {
+    return Status::InvalidArgument("distiller needs a teacher module with forward()");
+  }
+  ASSIGN_OR_RETURN(storage::VersionRecord active, o.registry->GetVersion(o.active_version));
+  ASSIGN_OR_RETURN(torch::jit::Module model, LoadVersionModel(o.state_dir, active));
+  return std::unique_ptr<IncrementalDistiller>(new DistillerImpl(std::move(o), std::move(model)));
+}
+
+}  // namespace distilld::learner

@@ -1,0 +1,160 @@
+// IncrementalDistiller: the background thread that turns new samples into
+// better students, and the start-up helpers the daemon needs.
+//
+// A round (see distiller.cc for the order of durable writes):
+//   1. read "incoming" after the persisted cursor (state key "learner/cursor");
+//   2. run the teacher once for samples lacking logits and store them back;
+//   3. split off the held-out share (HoldoutSet::Split), delete those records
+//      from "incoming";
+//   4. mix the remaining new samples with ReplayBuffer::Sample(replay_ratio * n);
+//   5. train a deep copy of the active student (warm start) with the KD loss;
+//      a NaN/inf loss aborts the round (no version is written);
+//   6. evaluate candidate and active on the holdout and gate (below);
+//   7. save models/v%06d.pt atomically, register it (candidate or rejected,
+//      with metrics JSON and reason); on pass Publish() then Activate();
+//   8. offer the new training samples to the replay buffer, advance the
+//      cursor and delete the consumed incoming records.
+// Rejected and NaN-aborted rounds still consume their samples (they enter the
+// replay buffer), so a bad batch cannot make the learner retry forever. A
+// round stopped by Stop() or failed by an I/O error consumes nothing.
+//
+// Gate: with labelled held-out samples, promote iff
+//   active_acc - candidate_acc <= max_accuracy_drop and, for every class
+//   present, active_class_acc - candidate_class_acc <= max_class_drop.
+// With an empty holdout (e.g. only unlabelled traffic so far), promote iff the
+// candidate's agreement with the teacher on this round's new samples is no
+// more than max_accuracy_drop below the active version's.
+//
+// Threads: Start() launches one std::thread that owns every model and all
+// training state; it sets at::set_num_threads(threads) and its nice value.
+// RequestRound(), Progress() and Stop() may be called from any thread.
+// The distiller does not own the store, registry, buffer, holdout, publisher
+// or clock; they must outlive it.
+#pragma once
+
+#include <torch/script.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "learner/kd_loss.h"
+#include "learner/model_builder.h"
+#include "learner/publisher.h"
+#include "replaybuffer/replay_buffer.h"
+#include "storage/registry.h"
+#include "storage/sample_store.h"
+
+namespace distilld::learner {
+
+struct DistillerOptions {
+  // --- Mirrors config::LearnerConfig (same names and defaults). ---
+  bool auto_trigger = true;          // LearnerConfig::enabled: count/interval triggers on
+  uint64_t trigger_count = 1000;     // new samples that start a round
+  int64_t trigger_interval_s = 300;  // a round after this long with >= min_samples new ones
+  uint64_t min_samples = 32;         // fewer new samples never start a timed round
+  int epochs = 2;                    // passes over (new + replay) per round
+  int64_t max_steps = 0;             // 0 = epochs decide; else a cap on steps
+  int batch_size = 64;
+  double learning_rate = 1e-3;
+  std::string optimizer = "adam";    // "adam" or "sgd"
+  double alpha = 0.5;                // weight of CE on labelled samples
+  // T; the schedule below is used instead when its curve is not "constant".
+  double temperature = 4.0;
+  TemperatureScheduleOptions temperature_schedule;
+  std::string feature_method;        // "" = no feature distillation
+  double feature_weight = 0.0;
+  double max_accuracy_drop = 0.005;
+  double max_class_drop = 0.05;
+  int threads = 1;                   // LibTorch intra-op threads of the learner thread
+  int nice = 10;                     // added to the learner thread's nice value (0 = none)
+  uint64_t seed = 42;                // shuffling and replay draws
+  // --- Mirrors config::ReplayConfig. ---
+  double replay_ratio = 1.0;         // replayed samples per new training sample
+  // --- Distiller-only. ---
+  std::string state_dir;             // models/ lives here; required
+  size_t max_round_samples = 100000;  // new samples read per round at most
+  int64_t teacher_batch_size = 256;  // teacher forward chunk (also eval)
+  int64_t poll_interval_ms = 250;    // how often the thread checks triggers
+  int64_t error_backoff_s = 30;      // no automatic round this long after a failed one
+
+  // Not owned; all required except publisher (null = register/activate only)
+  // and clock (null = Clock::Real()).
+  storage::SampleStore* store = nullptr;
+  storage::Registry* registry = nullptr;
+  replaybuffer::ReplayBuffer* buffer = nullptr;
+  replaybuffer::HoldoutSet* holdout = nullptr;
+  VersionPublisher* publisher = nullptr;
+  Clock* clock = nullptr;
+  // The teacher (shared handle; the distiller only runs it forward, in its
+  // own thread). Required.
+  torch::jit::Module teacher;
+  // Active version at start; the thread re-reads the registry before every
+  // round, so an activation made elsewhere (rollback) is picked up.
+  int64_t active_version = 0;
+};
+
+struct DistillerProgress {
+  // "stopped", "idle", "teacher", "training", "evaluating", "saving", "consuming"
+  std::string state = "stopped";
+  int64_t round_id = 0;      // current round, or last one when idle
+  int64_t step = 0;
+  int64_t total_steps = 0;
+  double loss = 0.0;         // latest step's loss
+  double samples_per_s = 0.0;  // training throughput of the current/last round
+  int64_t rounds_completed = 0;
+  std::string last_outcome;  // promoted | rejected | aborted | failed | "" (none yet)
+  std::string last_reason;
+  int64_t last_version = 0;  // version produced by the last round (0 = none)
+  int64_t active_version = 0;
+};
+
+class IncrementalDistiller {
+ public:
+  // Validates options and loads the active version's model (checksum
+  // checked). Does not start the thread.
+  static Result<std::unique_ptr<IncrementalDistiller>> Create(DistillerOptions options);
+  // Stops the thread if running.
+  virtual ~IncrementalDistiller() = default;
+
+  // Launches the thread. FailedPrecondition if already started.
+  virtual Status Start() = 0;
+  // Asks the thread to stop at the next step boundary and joins it (about one
+  // second at most). A round in progress ends "aborted" and writes no version.
+  // Idempotent.
+  virtual void Stop() = 0;
+  // Starts a round now (trigger "api") and returns its id. FailedPrecondition
+  // if the thread is not running or there are no new samples; AlreadyExists if
+  // a round is running or already requested.
+  virtual Result<int64_t> RequestRound() = 0;
+  // Runs one round in the caller's thread (tools, benchmarks, tests) and
+  // returns its record. FailedPrecondition while the thread is running.
+  virtual Result<storage::RoundRecord> RunRoundNow(const std::string& trigger) = 0;
+  // Snapshot, any thread, any time.
+  virtual DistillerProgress Progress() const = 0;
+};
+
+// Where version `id` is stored, relative to the state dir: "models/v000012.pt".
+std::string VersionRelativePath(int64_t id);
+
+// Loads a registered version's file (checksum checked).
+Result<torch::jit::Module> LoadVersionModel(const std::string& state_dir, const storage::VersionRecord& version);
+
+struct InitialStudentOptions {
+  std::string state_dir;    // required; models/ is created
+  std::string student_path;  // a user .pt; "" = build `arch`
+  ArchSpec arch;
+  uint64_t seed = 42;
+};
+
+// Start-up helper: returns the registry's active version; if there is none,
+// builds (or loads) the initial student, saves it as models/v%06d.pt (the
+// next free id, v000001.pt on a fresh state dir), registers and activates it.
+// The active version's file is verified against its checksum either way.
+Result<storage::VersionRecord> LoadOrCreateInitialVersion(storage::Registry* registry,
+                                                          const InitialStudentOptions& options);
+
+}  // namespace distilld::learner

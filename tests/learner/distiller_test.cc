@@ -1,0 +1,326 @@
+#include "tests/learner/torch_doctest.h"
+
+#include <chrono>
+#include <filesystem>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "learner/distiller.h"
+#include "learner/train_step.h"
+#include "tests/support/temp_dir.h"
+
+namespace distilld::learner {
+namespace {
+
+class RecordingPublisher : public VersionPublisher {
+ public:
+  Status Publish(const storage::VersionRecord& v) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    published_.push_back(v.id);
+    return Status::Ok();
+  }
+  std::vector<int64_t> published() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return published_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<int64_t> published_;
+};
+
+// Three Gaussian blobs in a 1x2x2 image: class c has mean +2 on pixel c.
+std::vector<storage::Sample> Blobs(int n, uint64_t seed, bool labelled = true) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> noise(0.0f, 0.5f);
+  std::vector<storage::Sample> out;
+  for (int i = 0; i < n; ++i) {
+    int64_t c = static_cast<int64_t>(rng() % 3);
+    torch::Tensor x = torch::zeros({1, 2, 2});
+    auto a = x.accessor<float, 3>();
+    for (int p = 0; p < 4; ++p) a[0][p / 2][p % 2] = noise(rng) + (p == c ? 2.0f : 0.0f);
+    out.push_back(TensorToSample(x, labelled ? std::optional<int64_t>(c) : std::nullopt));
+  }
+  return out;
+}
+
+// A fixed, parameter-free teacher that reads the class off the pixels.
+torch::jit::Module BlobTeacher() {
+  torch::jit::Module t("BlobTeacher");
+  t.define(
+      "def features(self, x):\n        return x.flatten(1)\n\n"
+      "def forward(self, x):\n        return x.flatten(1).narrow(1, 0, 3) * 3.0\n");
+  return t;
+}
+
+struct Fixture {
+  testing::TempDir dir;
+  ManualClock clock;
+  std::unique_ptr<storage::SampleStore> store;
+  std::unique_ptr<storage::Registry> registry;
+  std::unique_ptr<replaybuffer::ReplayBuffer> buffer;
+  std::unique_ptr<replaybuffer::HoldoutSet> holdout;
+  RecordingPublisher publisher;
+  storage::VersionRecord initial;
+
+  Fixture() {
+    storage::SampleStoreOptions so;
+    so.path = dir.str("samples");
+    so.sync = false;
+    so.clock = &clock;
+    store = std::move(storage::SampleStore::Open(so)).value();
+    storage::RegistryOptions ro;
+    ro.path = dir.str("registry.sqlite");
+    ro.clock = &clock;
+    registry = std::move(storage::Registry::Open(ro)).value();
+    replaybuffer::ReplayBufferOptions bo;
+    bo.capacity = 200;
+    bo.policy = replaybuffer::Policy::kClassBalanced;
+    buffer = std::move(replaybuffer::ReplayBuffer::Open(store.get(), bo)).value();
+    replaybuffer::HoldoutOptions ho;
+    ho.fraction = 0.2;
+    holdout = std::move(replaybuffer::HoldoutSet::Open(store.get(), ho)).value();
+    InitialStudentOptions io;
+    io.state_dir = dir.str();
+    io.arch = ArchSpec{"mlp", {1, 2, 2}, 3, {8}, {}};
+    io.seed = 5;
+    auto v = LoadOrCreateInitialVersion(registry.get(), io);
+    REQUIRE(v.ok());
+    initial = *v;
+  }
+
+  DistillerOptions Options() {
+    DistillerOptions o;
+    o.state_dir = dir.str();
+    o.store = store.get();
+    o.registry = registry.get();
+    o.buffer = buffer.get();
+    o.holdout = holdout.get();
+    o.publisher = &publisher;
+    o.clock = &clock;
+    o.teacher = BlobTeacher();
+    o.active_version = ActiveId();
+    o.learning_rate = 0.05;
+    o.epochs = 5;
+    o.batch_size = 32;
+    o.temperature = 2.0;
+    o.nice = 0;
+    o.poll_interval_ms = 20;
+    o.auto_trigger = false;
+    // The initial student is random and often predicts one class for
+    // everything (100% on that class); a trained candidate can lose a few
+    // held-out samples of it while gaining everywhere else.
+    o.max_class_drop = 0.2;
+    return o;
+  }
+
+  int64_t ActiveId() { return registry->ActiveVersion().value()->id; }
+  void Append(const std::vector<storage::Sample>& s) { REQUIRE(store->AppendIncoming(s).ok()); }
+};
+
+double Json(const std::string& json, const std::string& prefix) {
+  // Tiny reader for "<prefix>...\"accuracy\":<x>" in our own eval JSON.
+  size_t at = json.find(prefix);
+  REQUIRE(at != std::string::npos);
+  size_t acc = json.find("\"accuracy\":", at);
+  REQUIRE(acc != std::string::npos);
+  return std::stod(json.substr(acc + 11));
+}
+
+template <typename F>
+bool WaitFor(F pred, double seconds) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+TEST_CASE("initial version is created once, then reused") {
+  Fixture f;
+  CHECK(f.initial.id == 1);
+  CHECK(f.initial.path == "models/v000001.pt");
+  CHECK(std::filesystem::exists(f.dir.path() / "models/v000001.pt"));
+  InitialStudentOptions io;
+  io.state_dir = f.dir.str();
+  io.arch.kind = "does-not-matter-when-active";
+  auto again = LoadOrCreateInitialVersion(f.registry.get(), io);
+  REQUIRE(again.ok());
+  CHECK(again->id == 1);
+  CHECK(f.registry->ListVersions()->size() == 1);
+}
+
+TEST_CASE("a round improves held-out accuracy and is promoted") {
+  Fixture f;
+  f.Append(Blobs(400, 1));
+  auto d = IncrementalDistiller::Create(f.Options());
+  REQUIRE(d.ok());
+  auto round = (*d)->RunRoundNow("test");
+  REQUIRE(round.ok());
+  INFO(round->eval_json, " ", round->reason);
+  CHECK(round->outcome == "promoted");
+  CHECK(round->samples_new == 400);
+  const double cand = Json(round->eval_json, "\"candidate\""), act = Json(round->eval_json, "\"active\"");
+  CHECK(cand > 0.9);
+  CHECK(cand > act + 0.2);
+  REQUIRE(round->candidate_version.has_value());
+  CHECK(f.ActiveId() == *round->candidate_version);
+  CHECK(f.publisher.published() == std::vector<int64_t>{*round->candidate_version});
+  auto v = f.registry->GetVersion(*round->candidate_version);
+  REQUIRE(v.ok());
+  CHECK(v->parent == 1);
+  CHECK(v->path == "models/v000002.pt");
+  CHECK(LoadVersionModel(f.dir.str(), *v).ok());
+  // Samples were consumed: held-out share kept (with teacher logits), the
+  // rest offered to the buffer, incoming emptied, cursor advanced.
+  CHECK(f.holdout->size() >= 70);
+  auto held = f.holdout->All();
+  REQUIRE(held.ok());
+  CHECK(held->front().teacher_logits.size() == 3);
+  CHECK(f.buffer->Stats().size == 200);
+  CHECK(f.store->CountIncoming(0).value() == 0);
+  CHECK((*d)->Progress().last_outcome == "promoted");
+  CHECK((*d)->Progress().active_version == 2);
+  // The round record and the swap event are in the registry.
+  auto rec = f.registry->GetRound(round->id);
+  REQUIRE(rec.ok());
+  CHECK(rec->outcome == "promoted");
+  CHECK(rec->ended_us.has_value());
+  auto events = f.registry->ListEvents(10);
+  REQUIRE(events.ok());
+  CHECK(events->front().kind == "swap");
+  // Nothing left to do.
+  CHECK((*d)->RunRoundNow("test").status().code() == StatusCode::kFailedPrecondition);
+}
+
+TEST_CASE("a diverging learning rate never replaces the active version") {
+  Fixture f;
+  f.Append(Blobs(300, 2));
+  {
+    auto d = IncrementalDistiller::Create(f.Options());
+    REQUIRE(d.ok());
+    auto first = (*d)->RunRoundNow("test");
+    REQUIRE(first.ok());
+    INFO(first->reason);
+    REQUIRE(first->outcome == "promoted");
+  }
+  const int64_t good = f.ActiveId();
+  const size_t published = f.publisher.published().size();
+  f.Append(Blobs(300, 3));
+  DistillerOptions o = f.Options();
+  o.learning_rate = 1e6;
+  o.optimizer = "sgd";
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  auto round = (*d)->RunRoundNow("test");
+  REQUIRE(round.ok());
+  INFO(round->reason);
+  CHECK((round->outcome == "aborted" || round->outcome == "rejected"));
+  CHECK_FALSE(round->reason.empty());
+  CHECK(f.ActiveId() == good);
+  CHECK(f.publisher.published().size() == published);
+  if (round->candidate_version) {
+    CHECK(f.registry->GetVersion(*round->candidate_version)->status == storage::VersionStatus::kRejected);
+  }
+}
+
+TEST_CASE("with no labelled holdout the gate uses teacher agreement") {
+  Fixture f;
+  f.Append(Blobs(300, 4, /*labelled=*/false));
+  auto d = IncrementalDistiller::Create(f.Options());
+  REQUIRE(d.ok());
+  auto round = (*d)->RunRoundNow("test");
+  REQUIRE(round.ok());
+  INFO(round->eval_json);
+  CHECK(round->eval_json.find("\"basis\":\"teacher_agreement\"") != std::string::npos);
+  CHECK(round->outcome == "promoted");
+  CHECK(f.holdout->size() == 0);
+}
+
+TEST_CASE("the count trigger starts a round in the background thread") {
+  Fixture f;
+  DistillerOptions o = f.Options();
+  o.auto_trigger = true;
+  o.trigger_count = 100;
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  REQUIRE((*d)->Start().ok());
+  CHECK((*d)->Start().code() == StatusCode::kFailedPrecondition);
+  f.Append(Blobs(50, 5));
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  CHECK((*d)->Progress().rounds_completed == 0);  // below the count
+  f.Append(Blobs(60, 6));
+  REQUIRE(WaitFor([&] { return (*d)->Progress().rounds_completed >= 1; }, 30));
+  (*d)->Stop();
+  auto rounds = f.registry->ListRounds(5);
+  REQUIRE(rounds.ok());
+  REQUIRE(rounds->size() == 1);
+  CHECK(rounds->front().trigger == "count");
+  CHECK(rounds->front().samples_new == 110);
+  CHECK((*d)->Progress().state == "stopped");
+}
+
+TEST_CASE("the interval trigger needs min_samples and the elapsed time") {
+  Fixture f;
+  DistillerOptions o = f.Options();
+  o.auto_trigger = true;
+  o.trigger_count = 100000;
+  o.trigger_interval_s = 60;
+  o.min_samples = 20;
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  REQUIRE((*d)->Start().ok());
+  f.Append(Blobs(30, 7));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK((*d)->Progress().rounds_completed == 0);  // time has not passed
+  f.clock.Advance(61'000'000);
+  REQUIRE(WaitFor([&] { return (*d)->Progress().rounds_completed >= 1; }, 30));
+  (*d)->Stop();
+  CHECK(f.registry->ListRounds(5)->front().trigger == "interval");
+}
+
+TEST_CASE("RequestRound, and Stop is prompt and leaves no version behind") {
+  Fixture f;
+  DistillerOptions o = f.Options();
+  o.epochs = 100000;  // far longer than the test
+  o.batch_size = 8;
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  CHECK((*d)->RequestRound().status().code() == StatusCode::kFailedPrecondition);  // not started
+  REQUIRE((*d)->Start().ok());
+  CHECK((*d)->RequestRound().status().code() == StatusCode::kFailedPrecondition);  // nothing new
+  f.Append(Blobs(200, 8));
+  auto id = (*d)->RequestRound();
+  REQUIRE(id.ok());
+  CHECK((*d)->RequestRound().status().code() == StatusCode::kAlreadyExists);
+  REQUIRE(WaitFor([&] { return (*d)->Progress().step > 5; }, 30));
+  DistillerProgress p = (*d)->Progress();
+  CHECK(p.state == "training");
+  CHECK(p.round_id == *id);
+  CHECK(p.total_steps > p.step);
+  CHECK(p.samples_per_s > 0);
+  CHECK(std::isfinite(p.loss));
+  auto t0 = std::chrono::steady_clock::now();
+  (*d)->Stop();
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CHECK(secs < 1.0);
+  auto rec = f.registry->GetRound(*id);
+  REQUIRE(rec.ok());
+  CHECK(rec->outcome == "aborted");
+  CHECK(rec->reason == "stopped");
+  CHECK(f.ActiveId() == 1);
+  CHECK(f.registry->ListVersions()->size() == 1);
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(f.dir.path() / "models")) {
+    (void)e;
+    ++files;
+  }
+  CHECK(files == 1);
+  // Not consumed: a later round still sees the samples.
+  CHECK(f.store->ReadIncoming(0, 1000)->size() > 100);
+}
+
+}  // namespace
+}  // namespace distilld::learner
