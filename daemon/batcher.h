@@ -1,0 +1,88 @@
+// Batcher: dynamic batching of inference requests across connections.
+//
+// Submit() queues a request (a few samples) and returns at once; inference
+// threads, separate from the I/O threads, take requests in arrival order and
+// run them as one forward pass of up to max_batch_size samples, waiting at
+// most max_queue_delay_us after the oldest queued request for more to
+// arrive. The queue is bounded in samples: a request that does not fit is
+// refused with Unavailable (HTTP 503) immediately rather than waiting.
+//
+// Each batch runs on the ModelManager's active version taken when the batch
+// starts, so every result names the version that computed it, even while a
+// swap happens. A request pinned to a version (…/versions/{v}/infer) runs on
+// that version if it is still alive, else fails with NotFound.
+//
+// Thread-safety: Submit, UpdateOptions and Stop may be called from any
+// thread. The batcher owns its threads; the ModelManager and the
+// MetricsRegistry are not owned and must outlive it. Completion callbacks run
+// on an inference thread and must be quick (post elsewhere for heavy work).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "daemon/metrics.h"
+#include "daemon/model_manager.h"
+
+namespace distilld::daemon {
+
+struct InferOutput {
+  int64_t version = 0;          // version that computed the logits
+  std::vector<float> logits;    // [batch, classes] row-major
+  int64_t queue_us = 0;         // time spent queued
+};
+
+struct InferTask {
+  int64_t batch = 0;             // samples in `input`
+  std::vector<float> input;      // batch * sample elements, row-major
+  std::optional<int64_t> version;  // pinned version, if any
+  // Called exactly once, on an inference thread (or on Stop's thread).
+  std::function<void(Result<InferOutput>)> done;
+};
+
+// The fields SIGHUP may change.
+struct BatchingLimits {
+  int max_batch_size = 64;           // samples per forward pass
+  int64_t max_queue_delay_us = 500;  // wait for more after the oldest request
+  int queue_capacity = 4096;         // samples queued; Unavailable beyond
+};
+
+struct BatcherOptions {
+  BatchingLimits limits;
+  // Threads running forward passes. More than one helps only with spare
+  // cores; on 2 cores one thread plus one I/O thread is the usual split.
+  int inference_threads = 1;
+  // at::set_num_threads() inside each inference thread.
+  int intra_op_threads = 1;
+  std::vector<int64_t> input_shape = {1, 28, 28};  // per sample
+  int64_t classes = 10;
+  // Required; not owned.
+  ModelManager* models = nullptr;
+  // Optional; not owned. Gets queue time, batch size and forward time.
+  MetricsRegistry* metrics = nullptr;
+  // Not owned; default Clock::Real().
+  Clock* clock = nullptr;
+};
+
+class Batcher {
+ public:
+  static Result<std::unique_ptr<Batcher>> Create(const BatcherOptions& options);
+  virtual ~Batcher() = default;
+
+  // Queues the task. Unavailable if the queue is full or the batcher stopped,
+  // InvalidArgument for an empty task; `done` is not called then.
+  virtual Status Submit(InferTask task) = 0;
+  virtual void UpdateLimits(const BatchingLimits& limits) = 0;
+  virtual BatchingLimits limits() const = 0;
+  // Samples currently queued.
+  virtual int64_t queued_samples() const = 0;
+  // Refuses new tasks, runs every queued one, joins the threads. Idempotent.
+  virtual void Stop() = 0;
+};
+
+}  // namespace distilld::daemon

@@ -1,0 +1,294 @@
+#include "daemon/daemon.h"
+
+#include <cstdio>
+#include <filesystem>
+
+#include "daemon/inference_api.h"
+#include "daemon/version.h"
+#include "learner/model_builder.h"
+#include "learner/model_io.h"
+// c10 (glog) defines LOG too; ours wins in this file.
+#undef LOG
+#include "common/log.h"
+
+namespace distilld::daemon {
+namespace {
+
+namespace fs = std::filesystem;
+
+HttpLimits LimitsFrom(const config::ServerConfig& s) {
+  HttpLimits l;
+  l.max_body_bytes = s.max_body_bytes;
+  l.max_header_bytes = s.max_header_bytes;
+  l.read_timeout_ms = s.read_timeout_ms;
+  l.idle_timeout_ms = s.idle_timeout_ms;
+  l.max_connections = s.max_connections;
+  return l;
+}
+
+BatchingLimits BatchingFrom(const config::BatchingConfig& b) {
+  BatchingLimits l;
+  l.max_batch_size = b.max_batch_size;
+  l.max_queue_delay_us = b.max_queue_delay_us;
+  l.queue_capacity = b.queue_capacity;
+  return l;
+}
+
+ModelSignature SignatureFrom(const config::ModelConfig& m) {
+  ModelSignature s;
+  s.name = m.name;
+  s.input_name = m.input_name;
+  s.input_shape = m.input_shape;
+  s.classes = m.classes;
+  return s;
+}
+
+// The profiling executor specialises per input shape: warm the sizes the
+// batcher will produce most (powers of two up to the maximum, and it).
+std::vector<int64_t> WarmupSizes(int max_batch) {
+  std::vector<int64_t> sizes;
+  for (int64_t b = 1; b < max_batch; b *= 2) sizes.push_back(b);
+  sizes.push_back(max_batch);
+  return sizes;
+}
+
+std::string VersionFileName(int64_t id) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "v%06lld.pt", static_cast<long long>(id));
+  return buf;
+}
+
+}  // namespace
+
+std::unique_ptr<Daemon> Daemon::Create(const config::Config& config, const DaemonOptions& options) {
+  return std::unique_ptr<Daemon>(new Daemon(config, options));
+}
+
+Daemon::Daemon(const config::Config& config, const DaemonOptions& options)
+    : config_(config), options_(options), metrics_(std::make_unique<MetricsRegistry>()) {
+  if (options_.clock == nullptr) options_.clock = Clock::Real();
+}
+
+Daemon::~Daemon() { Shutdown(); }
+
+config::Config Daemon::config() const {
+  std::lock_guard<std::mutex> lock(config_mu_);
+  return config_;
+}
+
+Status Daemon::OpenState() {
+  const config::Config c = config();
+  const fs::path state(c.storage.state_dir);
+  std::error_code ec;
+  fs::create_directories(state / "models", ec);
+  if (ec) return Status::IoError("cannot create " + (state / "models").string() + ": " + ec.message());
+
+  storage::SampleStoreOptions so;
+  so.path = (state / "samples").string();
+  so.block_cache_bytes = c.storage.block_cache_mb << 20;
+  so.write_buffer_bytes = c.storage.write_buffer_mb << 20;
+  so.sync = c.storage.sync;
+  so.clock = options_.clock;
+  ASSIGN_OR_RETURN(store_, storage::SampleStore::Open(so));
+
+  storage::RegistryOptions ro;
+  ro.path = (state / "registry.sqlite").string();
+  ro.clock = options_.clock;
+  ASSIGN_OR_RETURN(registry_, storage::Registry::Open(ro));
+  // A round left running by a crash can never finish now.
+  RETURN_IF_ERROR(registry_->AbortRunningRounds("daemon restarted"));
+  return Status::Ok();
+}
+
+Result<storage::VersionRecord> Daemon::EnsureActiveVersion() {
+  ASSIGN_OR_RETURN(std::optional<storage::VersionRecord> active, registry_->ActiveVersion());
+  if (active) return *active;
+
+  const config::Config c = config();
+  torch::jit::Module module;
+  if (!c.model.student.empty()) {
+    ASSIGN_OR_RETURN(module, learner::LoadModel(c.model.student));
+    LOG(kInfo) << "no active version: importing the initial student from " << c.model.student;
+  } else {
+    learner::ArchSpec spec;
+    spec.kind = c.model.architecture.kind;
+    spec.input_shape = c.model.input_shape;
+    spec.classes = c.model.classes;
+    spec.hidden = c.model.architecture.hidden;
+    spec.channels = c.model.architecture.channels;
+    ASSIGN_OR_RETURN(module, learner::BuildModel(spec, c.learner.seed));
+    LOG(kInfo) << "no active version: built an initial " << spec.kind << " student";
+  }
+  // Versions that exist but none active (all rejected, say) keep their files;
+  // the new one takes the next free number.
+  ASSIGN_OR_RETURN(std::vector<storage::VersionRecord> all, registry_->ListVersions());
+  int64_t next = 1;
+  for (const auto& v : all) next = std::max(next, v.id + 1);
+  const std::string rel = "models/" + VersionFileName(next);
+  ASSIGN_OR_RETURN(learner::SavedModel saved,
+                   learner::SaveModelAtomic(module, (fs::path(c.storage.state_dir) / rel).string()));
+  storage::VersionRecord record;
+  record.path = rel;
+  record.sha256 = saved.sha256;
+  record.size_bytes = saved.size_bytes;
+  record.note = "initial student";
+  ASSIGN_OR_RETURN(record.id, registry_->AddVersion(record));
+  RETURN_IF_ERROR(registry_->Activate(record.id));
+  record.status = storage::VersionStatus::kActive;
+  return record;
+}
+
+void Daemon::RegisterRoutes() {
+  const config::Config c = config();
+  InferenceApiOptions api;
+  api.model = SignatureFrom(c.model);
+  api.server_version = kVersion;
+  api.batcher = batcher_.get();
+  api.models = models_.get();
+  api.serving = [this] { return !draining_.load(); };
+  RegisterInferenceApi(api, &router_);
+  MetricsRegistry* metrics = metrics_.get();
+  router_.Add(HttpVerb::get, "/metrics", "metrics", [metrics](const HttpRequest&, const RouteParams&, Responder r) {
+    r(MakeResponse(HttpStatus::ok, metrics->Render(), "text/plain; version=0.0.4; charset=utf-8"));
+  });
+  // Next: the online-learning API (/v1/...) registers here.
+}
+
+Status Daemon::Start() {
+  if (started_.load()) return Status::FailedPrecondition("daemon already started");
+  const config::Config c = config();
+  if (c.model.precision != "float") {
+    LOG(kWarning) << "model.precision '" << c.model.precision << "' is not implemented yet; serving float";
+  }
+  metrics_->RegisterGauge("distilld_build_info", "Build information; the value is always 1.", {"version"})
+      ->WithLabels({kVersion})
+      ->Set(1);
+  RETURN_IF_ERROR(OpenState().WithContext("state dir " + c.storage.state_dir));
+
+  ModelManagerOptions mo;
+  mo.state_dir = c.storage.state_dir;
+  mo.input_shape = c.model.input_shape;
+  mo.classes = c.model.classes;
+  mo.optimize = c.model.optimize;
+  mo.warmup_batch_sizes = WarmupSizes(c.batching.max_batch_size);
+  mo.metrics = metrics_.get();
+  mo.clock = options_.clock;
+  ASSIGN_OR_RETURN(models_, ModelManager::Create(mo));
+  ASSIGN_OR_RETURN(storage::VersionRecord active, EnsureActiveVersion());
+  RETURN_IF_ERROR(models_->Publish(active));
+
+  BatcherOptions bo;
+  bo.limits = BatchingFrom(c.batching);
+  bo.inference_threads = c.batching.inference_threads;
+  bo.intra_op_threads = c.batching.intra_op_threads;
+  bo.input_shape = c.model.input_shape;
+  bo.classes = c.model.classes;
+  bo.models = models_.get();
+  bo.metrics = metrics_.get();
+  ASSIGN_OR_RETURN(batcher_, Batcher::Create(bo));
+
+  // Next: the learner thread starts here, publishing through models_.
+
+  RegisterRoutes();
+  HttpServerOptions ho;
+  ho.listen = c.server.listen;
+  ho.unix_socket = c.server.unix_socket;
+  ho.unix_socket_mode = c.server.unix_socket_mode;
+  ho.io_threads = c.server.io_threads;
+  ho.limits = LimitsFrom(c.server);
+  ho.router = &router_;
+  ho.metrics = metrics_.get();
+  ASSIGN_OR_RETURN(server_, HttpServer::Create(ho));
+  RETURN_IF_ERROR(server_->Start());
+  started_.store(true);
+  for (const auto& a : ListeningAddresses()) LOG(kInfo) << "listening on " << a;
+  return Status::Ok();
+}
+
+bool Daemon::Shutdown() {
+  if (shut_down_.exchange(true)) return true;
+  draining_.store(true);
+  bool drained = true;
+  const int64_t drain_ms = config().server.drain_timeout_ms;
+  // Next: stop the learner thread first (it may be mid-publish).
+  if (server_) {
+    LOG(kInfo) << "shutting down: draining " << server_->open_connections() << " connection(s), at most "
+               << drain_ms << " ms";
+    drained = server_->Drain(std::chrono::milliseconds(drain_ms));
+    if (!drained) {
+      LOG(kWarning) << "drain timed out; closing " << server_->open_connections() << " connection(s)";
+    }
+  }
+  if (batcher_) batcher_->Stop();  // answers whatever is still queued
+  if (server_) server_->Stop();
+  if (store_) {
+    Status s = store_->Flush();
+    if (!s.ok()) {
+      LOG(kWarning) << "flushing the sample store: " << s.ToString();
+    }
+  }
+  started_.store(false);
+  LOG(kInfo) << "shutdown complete";
+  return drained;
+}
+
+Status Daemon::Reload(const config::Config& next) {
+  const config::Config old = config();
+  ConfigDiff diff = DiffConfigs(old, next);
+  for (const auto& k : diff.need_restart) LOG(kWarning) << "config reload: " << k << " (takes effect after a restart)";
+  if (diff.applied.empty()) {
+    LOG(kInfo) << "config reload: no runtime-changeable field changed";
+    return Status::Ok();
+  }
+  if (next.logging.level != old.logging.level && options_.log_level_override.empty()) {
+    log::Level level;
+    if (log::ParseLevel(next.logging.level, &level)) log::SetLevel(level);
+  }
+  if (server_) server_->SetLimits(LimitsFrom(next.server));
+  if (batcher_) batcher_->UpdateLimits(BatchingFrom(next.batching));
+  {
+    // Runtime fields move into the live config; restart-only ones keep
+    // their running values so config() describes what actually runs.
+    std::lock_guard<std::mutex> lock(config_mu_);
+    config_.logging = next.logging;
+    auto server = next.server;
+    server.listen = config_.server.listen;
+    server.unix_socket = config_.server.unix_socket;
+    server.unix_socket_mode = config_.server.unix_socket_mode;
+    server.io_threads = config_.server.io_threads;
+    server.auth_token_file = config_.server.auth_token_file;
+    server.auth_inference = config_.server.auth_inference;
+    config_.server = server;
+    config_.batching.max_batch_size = next.batching.max_batch_size;
+    config_.batching.max_queue_delay_us = next.batching.max_queue_delay_us;
+    config_.batching.queue_capacity = next.batching.queue_capacity;
+    config_.learner.trigger_count = next.learner.trigger_count;
+    config_.learner.trigger_interval_s = next.learner.trigger_interval_s;
+    config_.learner.min_samples = next.learner.min_samples;
+    // Next: the learner reads its triggers from here (or is told).
+  }
+  std::string summary;
+  for (const auto& k : diff.applied) {
+    LOG(kInfo) << "config reload: " << k;
+    summary += (summary.empty() ? "" : "; ") + k;
+  }
+  if (registry_) {
+    auto logged = registry_->LogEvent("config_reload", summary);
+    if (!logged.ok()) {
+      LOG(kWarning) << "recording the reload: " << logged.status().ToString();
+    }
+  }
+  return Status::Ok();
+}
+
+std::vector<std::string> Daemon::ListeningAddresses() const {
+  std::vector<std::string> out;
+  if (!server_) return out;
+  if (!server_->tcp_address().empty()) out.push_back("http://" + server_->tcp_address());
+  if (!server_->unix_path().empty()) out.push_back("unix:" + server_->unix_path());
+  return out;
+}
+
+uint16_t Daemon::tcp_port() const { return server_ ? server_->tcp_port() : 0; }
+
+}  // namespace distilld::daemon

@@ -1,0 +1,108 @@
+// Daemon: the serving process as one object that owns every component and
+// knows the order in which they start and stop.
+//
+// Start(): open the state dir (SampleStore under <state>/samples, Registry at
+// <state>/registry.sqlite), load the registry's active version (building,
+// saving and activating the initial student when there is none), publish it
+// to the ModelManager (warm-up included), start the Batcher, register the
+// routes and start the listeners. Shutdown(): stop accepting, let in-flight
+// requests finish (bounded by server.drain_timeout_ms), stop the inference
+// threads, close the listeners, flush storage.
+//
+// Later components plug in here without restructuring: the learner thread
+// (learner::IncrementalDistiller) is started after the model is published,
+// publishes through models() (a learner::VersionPublisher), and is stopped
+// first in Shutdown(); the online-learning API registers its routes next to
+// the inference API; systemd notification wraps Start/Reload/Shutdown.
+//
+// Thread-safety: Start, Reload and Shutdown must not run concurrently with
+// each other (RunServe calls them from its signal loop); accessors are safe
+// from any thread once Start returned. The Daemon owns all components.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "config/config.h"
+#include "daemon/batcher.h"
+#include "daemon/http_server.h"
+#include "daemon/metrics.h"
+#include "daemon/model_manager.h"
+#include "daemon/router.h"
+#include "storage/registry.h"
+#include "storage/sample_store.h"
+
+namespace distilld::daemon {
+
+struct DaemonOptions {
+  // Not owned; default Clock::Real(). Tests inject a ManualClock for records.
+  Clock* clock = nullptr;
+  // A --log-level from the command line; it wins over logging.level on reload.
+  std::string log_level_override;
+};
+
+class Daemon {
+ public:
+  // Validates nothing beyond what Start needs; the config is already validated.
+  static std::unique_ptr<Daemon> Create(const config::Config& config, const DaemonOptions& options = {});
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  Status Start();
+  // Graceful stop; idempotent. Returns false if the drain timed out (the
+  // remaining connections were closed).
+  bool Shutdown();
+  // Applies the fields that may change at run time (log level, server
+  // limits, batching limits, learner triggers) and logs each change; fields
+  // that need a restart are logged and ignored. The new config must be valid.
+  Status Reload(const config::Config& next);
+
+  // "http://127.0.0.1:8080", "unix:/run/distilld/distilld.sock".
+  std::vector<std::string> ListeningAddresses() const;
+  uint16_t tcp_port() const;
+  bool serving() const { return started_.load() && !draining_.load(); }
+
+  config::Config config() const;
+  ModelManager* models() const { return models_.get(); }
+  Batcher* batcher() const { return batcher_.get(); }
+  HttpServer* server() const { return server_.get(); }
+  MetricsRegistry* metrics() const { return metrics_.get(); }
+  storage::SampleStore* store() const { return store_.get(); }
+  storage::Registry* registry() const { return registry_.get(); }
+
+ private:
+  Daemon(const config::Config& config, const DaemonOptions& options);
+  Status OpenState();
+  Result<storage::VersionRecord> EnsureActiveVersion();
+  void RegisterRoutes();
+
+  mutable std::mutex config_mu_;
+  config::Config config_;  // guarded by config_mu_
+  DaemonOptions options_;
+  std::unique_ptr<MetricsRegistry> metrics_;
+  std::unique_ptr<storage::SampleStore> store_;
+  std::unique_ptr<storage::Registry> registry_;
+  std::unique_ptr<ModelManager> models_;
+  std::unique_ptr<Batcher> batcher_;
+  Router router_;
+  std::unique_ptr<HttpServer> server_;
+  std::atomic<bool> started_{false};
+  std::atomic<bool> draining_{false};
+  std::atomic<bool> shut_down_{false};
+};
+
+// The changes between two configs that Reload applies, as "key: old -> new"
+// lines, and the changed keys that need a restart.
+struct ConfigDiff {
+  std::vector<std::string> applied;
+  std::vector<std::string> need_restart;
+};
+ConfigDiff DiffConfigs(const config::Config& old_config, const config::Config& new_config);
+
+}  // namespace distilld::daemon
