@@ -29,7 +29,7 @@ if(EXISTS ${PROJECT_SOURCE_DIR}/config/distilld.example.yaml)
   install(FILES ${PROJECT_SOURCE_DIR}/config/distilld.example.yaml
     DESTINATION ${CMAKE_INSTALL_DOCDIR}/examples)
 endif()
-foreach(doc README.md docs/operations-systemd.md)
+foreach(doc README.md)
   if(EXISTS ${PROJECT_SOURCE_DIR}/${doc})
     install(FILES ${PROJECT_SOURCE_DIR}/${doc} DESTINATION ${CMAKE_INSTALL_DOCDIR})
   endif()

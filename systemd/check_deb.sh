@@ -38,6 +38,7 @@ if [ "$expect_bin" = yes ]; then
 fi
 for s in postinst prerm postrm; do
   [ -x "$out/control/$s" ] || fail "no executable $s"
+  sh -n "$out/control/$s" || fail "$s: shell syntax error"
   if grep -v '^ *#' "$out/control/$s" | grep -Eq 'systemctl.*([[:space:]](enable|start|restart)\b|--now)'; then
     fail "$s enables or starts a unit"
   fi
