@@ -134,7 +134,11 @@ struct WatchdogOptions {
 };
 
 // Runs the ping thread. Start it after READY=1 (systemd arms the watchdog
-// when start-up completes). Thread-safe; Stop() and the destructor join.
+// when start-up completes). Pings are timed on the real steady clock, as
+// systemd times them; staleness is judged by the heartbeats' injected clock.
+// A thread that stops beating is therefore restarted at most
+// max_age + timeout after its last beat. Thread-safe; Stop() and the
+// destructor join.
 class Watchdog {
  public:
   // Returns a Watchdog; when the timeout is zero (no watchdog configured) or
