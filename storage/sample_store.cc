@@ -4,6 +4,7 @@
 #include <rocksdb/db.h>
 #include <rocksdb/merge_operator.h>
 #include <rocksdb/options.h>
+#include <rocksdb/statistics.h>
 #include <rocksdb/table.h>
 #include <rocksdb/write_batch.h>
 
@@ -72,10 +73,11 @@ std::string BigEndian(uint64_t v) {
 class RocksSampleStore final : public SampleStore {
  public:
   RocksSampleStore(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
-                   std::shared_ptr<rocksdb::Cache> cache, const SampleStoreOptions& options,
+                   std::shared_ptr<rocksdb::Cache> cache,
+                   std::shared_ptr<rocksdb::Statistics> stats, const SampleStoreOptions& options,
                    SampleId next_id)
-      : db_(db), handles_(std::move(handles)), cache_(std::move(cache)), clock_(options.clock),
-        next_id_(next_id) {
+      : db_(db), handles_(std::move(handles)), cache_(std::move(cache)), stats_(std::move(stats)),
+        clock_(options.clock), next_id_(next_id) {
     write_options_.sync = options.sync;
   }
 
@@ -233,6 +235,15 @@ class RocksSampleStore final : public SampleStore {
 
   uint64_t corrupt_records() const override { return corrupt_.load(); }
 
+  SyncCounters sync_counters() const override {
+    SyncCounters c;
+    if (!write_options_.sync) return c;
+    c.wal_syncs = stats_->getTickerCount(rocksdb::WAL_FILE_SYNCED);
+    c.synced_writes = stats_->getTickerCount(rocksdb::WRITE_DONE_BY_SELF) +
+                      stats_->getTickerCount(rocksdb::WRITE_DONE_BY_OTHER);
+    return c;
+  }
+
   uint64_t ApproximateMemoryBytes() override {
     uint64_t mem = 0, readers = 0;
     db_->GetAggregatedIntProperty(rocksdb::DB::Properties::kSizeAllMemTables, &mem);
@@ -263,6 +274,7 @@ class RocksSampleStore final : public SampleStore {
   rocksdb::DB* db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by Family
   std::shared_ptr<rocksdb::Cache> cache_;
+  std::shared_ptr<rocksdb::Statistics> stats_;  // tickers only: cheap
   Clock* clock_;
   rocksdb::WriteOptions write_options_;
   std::atomic<uint64_t> corrupt_{0};
@@ -319,6 +331,9 @@ Result<std::unique_ptr<SampleStore>> SampleStore::Open(const SampleStoreOptions&
   db_opts.max_open_files = 256;
   db_opts.keep_log_file_num = 3;
   db_opts.max_background_jobs = 2;
+  auto stats = rocksdb::CreateDBStatistics();
+  stats->set_stats_level(rocksdb::kExceptHistogramOrTimers);
+  db_opts.statistics = stats;
 
   std::vector<rocksdb::ColumnFamilyDescriptor> cfs;
   cfs.emplace_back(rocksdb::kDefaultColumnFamilyName, cf_opts);
@@ -352,7 +367,8 @@ Result<std::unique_ptr<SampleStore>> SampleStore::Open(const SampleStoreOptions&
     }
   }
   return std::unique_ptr<SampleStore>(
-      new RocksSampleStore(db, std::move(handles), std::move(cache), opts, next_id));
+      new RocksSampleStore(db, std::move(handles), std::move(cache), std::move(stats), opts,
+                           next_id));
 }
 
 }  // namespace distilld::storage

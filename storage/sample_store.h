@@ -109,6 +109,15 @@ class SampleStore {
   // Flushes memtables to SST files (used at shutdown; the WAL already holds
   // every acknowledged write).
   virtual Status Flush() = 0;
+
+  // Synced writes and WAL fsyncs since Open(). With concurrent writers the
+  // second is smaller than the first: that is the group commit at work.
+  // For metrics and benchmarks; both are 0 when options.sync is false.
+  struct SyncCounters {
+    uint64_t synced_writes = 0;
+    uint64_t wal_syncs = 0;
+  };
+  virtual SyncCounters sync_counters() const { return {}; }
 };
 
 }  // namespace distilld::storage

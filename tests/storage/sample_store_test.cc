@@ -236,6 +236,24 @@ TEST_CASE("concurrent appenders get disjoint ids and readers never skip one") {
   for (size_t i = 0; i < read_ids.size(); ++i) CHECK(read_ids[i] == i + 1);
 }
 
+TEST_CASE("sync counters: every synced write is covered by a WAL fsync") {
+  testing::TempDir dir;
+  {
+    auto store = OpenStore(dir.str("synced"));
+    std::vector<Sample> batch = {MakeSample(1, 1)};
+    for (int i = 0; i < 5; ++i) REQUIRE(store->AppendIncoming(batch).ok());
+    auto c = store->sync_counters();
+    CHECK(c.synced_writes == 5);
+    CHECK(c.wal_syncs >= 1);
+    CHECK(c.wal_syncs <= c.synced_writes);
+  }
+  auto unsynced = OpenStore(dir.str("unsynced"), nullptr, /*sync=*/false);
+  std::vector<Sample> batch = {MakeSample(1, 1)};
+  REQUIRE(unsynced->AppendIncoming(batch).ok());
+  CHECK(unsynced->sync_counters().synced_writes == 0);
+  CHECK(unsynced->sync_counters().wal_syncs == 0);
+}
+
 TEST_CASE("memory stays within the budget and flush works") {
   testing::TempDir dir;
   auto store = OpenStore(dir.str("db"), nullptr, false);
