@@ -331,6 +331,12 @@ Result<std::unique_ptr<SampleStore>> SampleStore::Open(const SampleStoreOptions&
   db_opts.max_open_files = 256;
   db_opts.keep_log_file_num = 3;
   db_opts.max_background_jobs = 2;
+  // Group commit: one leader writes and fsyncs the WAL for every writer
+  // queued behind it, up to this many bytes (a leader of under 1/8 of it
+  // takes its own size + 1/8). RocksDB's 1 MiB default let only two 32-sample
+  // batches, or one 256-sample batch, share an fsync (measured: 2.00 and 1.00
+  // batches per sync); the copy it costs is transient.
+  db_opts.max_write_batch_group_size_bytes = 16u << 20;
   auto stats = rocksdb::CreateDBStatistics();
   stats->set_stats_level(rocksdb::kExceptHistogramOrTimers);
   db_opts.statistics = stats;
