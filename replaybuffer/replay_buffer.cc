@@ -271,11 +271,12 @@ class ReplayBufferImpl final : public ReplayBuffer {
       int64_t cls = samples[i].EffectiveClass().value_or(kNoClass);
       next.seen += 1;
       bool new_class = next.class_seen[cls]++ == 0;
+      std::optional<Slot> admitted;
+      // A new class changes every quota, even if this sample is not kept.
+      if (options_.policy == Policy::kClassBalanced && new_class) ed.Rebalance(rng, &admitted);
       if (sizes[i] > options_.max_bytes) continue;  // can never fit: seen, not kept
       Entry e{std::make_shared<const storage::Sample>(samples[i]), sizes[i], cls};
-      std::optional<Slot> admitted;
       int64_t group = GroupFor(cls);
-      if (options_.policy == Policy::kClassBalanced && new_class) ed.Rebalance(rng, &admitted);
       uint64_t quota = options_.policy == Policy::kReservoir ? options_.capacity : ed.Quota(cls);
       uint64_t group_seen = options_.policy == Policy::kReservoir ? next.seen : next.class_seen[cls];
       auto git = next.groups.find(group);

@@ -262,6 +262,35 @@ TEST_CASE("byte cap: never exceeded; a sample larger than the cap is not kept") 
   CHECK(bal->Stats().size == 10);
 }
 
+TEST_CASE("class-balanced: a new class shrinks the others even if its sample is too big") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.str("db"));
+  ReplayBufferOptions o;
+  o.capacity = 10;
+  o.max_bytes = 1000;
+  o.policy = Policy::kClassBalanced;
+  auto buf = OpenBuffer(store.get(), o);
+  std::mt19937_64 rng(12);
+  std::vector<Sample> zeros;
+  for (int i = 10; i < 30; ++i) zeros.push_back(Item(i, 0, 10));
+  REQUIRE(buf->Offer(zeros, rng).ok());
+  CHECK(buf->Stats().class_counts[0] == 10);
+  std::vector<Sample> big = {Item(99, 1, 2000)};
+  REQUIRE(buf->Offer(big, rng).ok());
+  BufferStats st = buf->Stats();
+  CHECK(st.class_counts[0] == 5);
+  CHECK(st.class_counts.count(1) == 0);
+  CHECK(st.class_seen[1] == 1);
+  // Class 1's half stays free for its later samples.
+  std::vector<Sample> ones;
+  for (int i = 40; i < 50; ++i) ones.push_back(Item(i, 1, 10));
+  REQUIRE(buf->Offer(ones, rng).ok());
+  st = buf->Stats();
+  CHECK(st.class_counts[0] == 5);
+  CHECK(st.class_counts[1] == 5);
+  CHECK(st.size == 10);
+}
+
 // Runs the same offers on a buffer that is closed and reopened (with its store)
 // after every batch and on one that stays open; both must agree exactly.
 void CheckReopenEqualsInMemory(Policy policy) {
