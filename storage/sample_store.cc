@@ -143,6 +143,7 @@ class RocksSampleStore final : public SampleStore {
 
   Result<std::vector<StoredSample>> ReadIncoming(SampleId after_id, size_t max_count) override {
     std::vector<StoredSample> out;
+    if (after_id == UINT64_MAX) return out;
     SampleId limit = VisibleLimit();
     std::unique_ptr<rocksdb::Iterator> it(
         db_->NewIterator(ScanOptions(), handles_[static_cast<int>(Family::kIncoming)]));
@@ -184,6 +185,7 @@ class RocksSampleStore final : public SampleStore {
   }
 
   Result<uint64_t> CountIncoming(SampleId after_id) override {
+    if (after_id == UINT64_MAX) return uint64_t{0};
     SampleId limit = VisibleLimit();
     uint64_t n = 0;
     rocksdb::ReadOptions ro = ScanOptions();

@@ -69,6 +69,8 @@ TEST_CASE("append assigns consecutive ids and reads back in arrival order") {
   CHECK(*store->CountIncoming(3) == 1);
   CHECK(*store->CountIncoming(4) == 0);
   CHECK(store->AppendIncoming({}).status().code() == StatusCode::kInvalidArgument);
+  CHECK(store->ReadIncoming(UINT64_MAX, 10)->empty());
+  CHECK(*store->CountIncoming(UINT64_MAX) == 0);
 }
 
 TEST_CASE("ids sort numerically past byte boundaries") {
