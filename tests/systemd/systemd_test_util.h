@@ -1,7 +1,7 @@
 // Test helpers that play systemd's part: a $NOTIFY_SOCKET listener, scoped
 // environment variables, listening sockets, and passing sockets as fds 3..
-// with $LISTEN_FDS/$LISTEN_PID, either in this process or in a forked child
-// that then execs the real daemon (PrepareListenFdsInChild).
+// with $LISTEN_FDS/$LISTEN_PID, either in this process or in a child process
+// that execs the real daemon (ChildProcess, PrepareListenFdsInChild).
 //
 // Not thread-safe (they change the process environment and fd table); one
 // test at a time. Header-only so process-level tests can include it as is.
@@ -11,17 +11,22 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <utility>
 #include <vector>
 
 namespace distilld::testing {
@@ -251,6 +256,92 @@ class ScopedListenFds {
   ScopedEnv listen_fds_;
   ScopedEnv listen_pid_;
   ScopedEnv listen_fdnames_;
+};
+
+// A child process started the way systemd starts a service: environment
+// changes applied, sockets passed as fds 3.. with LISTEN_* naming the child,
+// stdout/stderr optionally to a file. For process-level tests of the real
+// daemon ($DISTILLD_BINARY). The destructor SIGKILLs and reaps a child that
+// is still running. Not thread-safe.
+class ChildProcess {
+ public:
+  struct Options {
+    std::vector<std::string> argv;  // argv[0] is the executable path
+    // Set (value) or unset (nullopt) in the child only.
+    std::vector<std::pair<std::string, std::optional<std::string>>> env;
+    std::vector<int> listen_fds;  // passed as 3.. (none: LISTEN_* unset)
+    std::string listen_fdnames;   // ":"-joined, optional
+    std::string output_path;      // "" = inherit stdout/stderr
+  };
+
+  // Forks and execs; returns false if fork failed. An exec failure makes the
+  // child exit with 127.
+  bool Start(const Options& options) {
+    std::vector<std::string> args = options.argv;
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_ = ::fork();
+    if (pid_ < 0) return false;
+    if (pid_ > 0) return true;
+    // Child.
+    if (!options.output_path.empty()) {
+      int out = ::open(options.output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (out < 0) ::_exit(126);
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+    }
+    for (const auto& [name, value] : options.env) {
+      if (value) {
+        ::setenv(name.c_str(), value->c_str(), 1);
+      } else {
+        ::unsetenv(name.c_str());
+      }
+    }
+    if (options.listen_fds.empty()) {
+      ::unsetenv("LISTEN_FDS");
+      ::unsetenv("LISTEN_PID");
+      ::unsetenv("LISTEN_FDNAMES");
+    } else if (!PrepareListenFdsInChild(options.listen_fds, options.listen_fdnames.empty()
+                                                                  ? nullptr
+                                                                  : options.listen_fdnames.c_str())) {
+      ::_exit(126);
+    }
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+
+  pid_t pid() const { return pid_; }
+  bool Signal(int sig) const { return pid_ > 0 && ::kill(pid_, sig) == 0; }
+
+  // The wait status once the child exited within `timeout`, else nullopt.
+  std::optional<int> Wait(std::chrono::milliseconds timeout) {
+    if (pid_ <= 0) return status_;
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      int status = 0;
+      pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        pid_ = -1;
+        status_ = status;
+        return status_;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return std::nullopt;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
+
+  ~ChildProcess() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+    }
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::optional<int> status_;
 };
 
 }  // namespace distilld::testing
