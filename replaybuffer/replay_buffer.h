@@ -5,6 +5,8 @@
 // Each Offer() writes its contents changes and the new counters in one atomic
 // Apply(), so after a crash the buffer is exactly the state after some
 // completed Offer(). Open() restores it by scanning only the buffer family.
+// The contents are also kept decoded in memory (about max_bytes at most), so
+// Sample() never reads the disk.
 //
 // Policies:
 //   kReservoir      Algorithm R over every sample ever offered: each of the
