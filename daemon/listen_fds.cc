@@ -31,7 +31,8 @@ std::string LocalAddress(int fd) {
   }
   if (ss.ss_family == AF_UNIX) {
     const auto* un = reinterpret_cast<const sockaddr_un*>(&ss);
-    size_t path_len = len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
+    size_t path_len =
+        len > offsetof(sockaddr_un, sun_path) ? len - offsetof(sockaddr_un, sun_path) : 0;
     if (path_len == 0) return "(unnamed)";
     if (un->sun_path[0] == '\0') return "@" + std::string(un->sun_path + 1, path_len - 1);
     return std::string(un->sun_path, ::strnlen(un->sun_path, path_len));

@@ -24,8 +24,8 @@ namespace distilld::daemon {
 
 struct InheritedSocket {
   int fd = -1;
-  int family = 0;    // AF_INET, AF_INET6 or AF_UNIX
-  std::string name;  // FileDescriptorName= from the .socket unit ("" if none)
+  int family = 0;             // AF_INET, AF_INET6 or AF_UNIX
+  std::string name;           // FileDescriptorName= from the .socket unit ("" if none)
   std::string local_address;  // "127.0.0.1:8080", "[::1]:8080" or a path, for logs
 };
 

@@ -47,7 +47,8 @@ TEST_CASE("a child started like a service sees its sockets and notifies") {
 
   auto msgs = listener.ReceiveUntil("READY=1", milliseconds(10000));
   REQUIRE_FALSE(msgs.empty());
-  CHECK(msgs.back().Value("STATUS") == std::optional<std::string>("child " + std::to_string(pid) + " up"));
+  CHECK(msgs.back().Value("STATUS") ==
+        std::optional<std::string>("child " + std::to_string(pid) + " up"));
   auto status = child.Wait(milliseconds(10000));
   REQUIRE(status.has_value());
   REQUIRE(WIFEXITED(*status));

@@ -38,6 +38,7 @@ namespace {
 constexpr uint32_t kArg2Low = offsetof(seccomp_data, args) + 2 * sizeof(uint64_t);
 
 // EPERM if (arg2 & mask) == mask, for the syscall at the current position.
+// clang-format off
 #define DENY_IF_ARG2_HAS(sys, mask)                                        \
   BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (sys), 0, 5),                        \
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, kArg2Low),                       \
@@ -45,6 +46,7 @@ constexpr uint32_t kArg2Low = offsetof(seccomp_data, args) + 2 * sizeof(uint64_t
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (mask), 0, 1),                  \
       BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)), \
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr))
+// clang-format on
 
 bool InstallMdweFilter() {
   sock_filter filter[] = {
@@ -65,8 +67,8 @@ bool InstallMdweFilter() {
 
 // The filter must refuse a W+X mapping and an mprotect to executable.
 bool FilterBites() {
-  void* wx = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS,
-                    -1, 0);
+  void* wx =
+      ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (wx != MAP_FAILED || errno != EPERM) return false;
   void* rw = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (rw == MAP_FAILED) return false;
@@ -77,8 +79,10 @@ bool FilterBites() {
 
 struct Net : torch::nn::Module {
   Net() {
-    conv1 = register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 16, 3).padding(1)));
-    conv2 = register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 3).padding(1)));
+    conv1 =
+        register_module("conv1", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 16, 3).padding(1)));
+    conv2 =
+        register_module("conv2", torch::nn::Conv2d(torch::nn::Conv2dOptions(16, 32, 3).padding(1)));
     fc = register_module("fc", torch::nn::Linear(32 * 7 * 7, 10));
   }
   torch::Tensor forward(torch::Tensor x) {
@@ -104,8 +108,8 @@ void RunLibTorch() {
     opt.step();
   }
   torch::NoGradGuard no_grad;
-  auto mlp = torch::nn::Sequential(torch::nn::Flatten(), torch::nn::Linear(784, 64), torch::nn::ReLU(),
-                                   torch::nn::Linear(64, 10));
+  auto mlp = torch::nn::Sequential(torch::nn::Flatten(), torch::nn::Linear(784, 64),
+                                   torch::nn::ReLU(), torch::nn::Linear(64, 10));
   auto out = mlp->forward(x);
   if (out.size(0) != 64 || out.size(1) != 10) throw std::runtime_error("bad mlp output shape");
 

@@ -117,7 +117,8 @@ class NotifyListener {
     char buf[4096];
     ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
     if (n < 0) return std::nullopt;
-    return NotifyMessage{std::string(buf, static_cast<size_t>(n)), std::chrono::steady_clock::now()};
+    return NotifyMessage{std::string(buf, static_cast<size_t>(n)),
+                         std::chrono::steady_clock::now()};
   }
 
   // Every datagram arriving within `duration`.
@@ -286,7 +287,8 @@ class ChildProcess {
     if (pid_ > 0) return true;
     // Child.
     if (!options.output_path.empty()) {
-      int out = ::open(options.output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      int out =
+          ::open(options.output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       if (out < 0) ::_exit(126);
       ::dup2(out, 1);
       ::dup2(out, 2);
@@ -303,8 +305,8 @@ class ChildProcess {
       ::unsetenv("LISTEN_PID");
       ::unsetenv("LISTEN_FDNAMES");
     } else if (!PrepareListenFdsInChild(options.listen_fds, options.listen_fdnames.empty()
-                                                                  ? nullptr
-                                                                  : options.listen_fdnames.c_str())) {
+                                                                ? nullptr
+                                                                : options.listen_fdnames.c_str())) {
       ::_exit(126);
     }
     ::execv(argv[0], argv.data());
