@@ -93,9 +93,12 @@ class Listener : public std::enable_shared_from_this<Listener<Protocol>> {
   // A fresh socket's send buffer is empty, so this short write cannot block.
   void Refuse(typename Protocol::socket socket) {
     if (core_->refused != nullptr) core_->refused->Increment();
-    static const std::string kResponse =
-        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
-        "Content-Length: 39\r\n\r\n{\"error\":\"too many open connections\"}\n";
+    static const std::string kResponse = [] {
+      const std::string body = "{\"error\":\"too many open connections\"}";
+      return "HTTP/1.1 503 Service Unavailable\r\nServer: distilld\r\nContent-Type: application/json\r\n"
+             "Connection: close\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body;
+    }();
     beast::error_code ec;
     net::write(socket, net::buffer(kResponse), ec);
     socket.shutdown(Protocol::socket::shutdown_send, ec);

@@ -1,5 +1,6 @@
-#include <doctest/doctest.h>
-#include <torch/torch.h>
+// First: orders LibTorch (glog CHECK) before doctest.
+#include "tests/learner/torch_doctest.h"
+
 
 #include <atomic>
 #include <filesystem>

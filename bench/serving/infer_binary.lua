@@ -1,0 +1,34 @@
+-- wrk script: single-sample KServe v2 infer requests with the binary tensor
+-- extension (raw FP32 pixels after the JSON header), cycling through the
+-- Fashion-MNIST bodies in $BODY_DIR (bin_0.dat ..). Every body has the same
+-- JSON header, whose length is $HEADER_LENGTH.
+local requests = {}
+local index = 0
+
+function init(args)
+  local dir = os.getenv("BODY_DIR")
+  local count = tonumber(os.getenv("BODY_COUNT") or "1")
+  local headers = {
+    ["Content-Type"] = "application/octet-stream",
+    ["Inference-Header-Content-Length"] = os.getenv("HEADER_LENGTH"),
+  }
+  for i = 0, count - 1 do
+    local f = assert(io.open(dir .. "/bin_" .. i .. ".dat", "rb"))
+    local body = f:read("*a")
+    f:close()
+    requests[#requests + 1] = wrk.format("POST", "/v2/models/fashion/infer", headers, body)
+  end
+end
+
+function request()
+  index = index % #requests + 1
+  return requests[index]
+end
+
+function done(summary, latency, requests_)
+  local e = summary.errors
+  io.write(string.format(
+    "RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d errors=%d non2xx=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
