@@ -205,6 +205,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     if (start_us_ == 0) start_us_ = Clock::Real()->MonotonicMicros();
     endpoint_ = "invalid";
     keep_alive_ = false;
+    linger_ = true;  // the client may still be sending the refused body
     method_ = "-";
     target_ = "-";
     LOG(kDebug) << "http: " << static_cast<unsigned>(status) << " " << message;
@@ -266,7 +267,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       self->req_ = {};
       ++self->served_;
       if (ec) return self->CloseNow();
-      if (!keep) return self->LingeringClose();
+      if (!keep) return self->linger_ ? self->LingeringClose() : self->CloseNow();
       self->StartRequest();
     });
   }
@@ -317,6 +318,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool waiting_idle_ = false;
   bool drain_ = false;
   bool closed_ = false;
+  bool linger_ = false;
 };
 
 }  // namespace distilld::daemon::internal
