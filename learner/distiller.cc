@@ -240,13 +240,31 @@ class DistillerImpl final : public IncrementalDistiller {
       return "";
     }
     if (*count == 0) return "";
-    if (o_.trigger_count > 0 && *count >= o_.trigger_count) return "count";
-    if (o_.trigger_interval_s > 0 && *count >= std::max<uint64_t>(1, o_.min_samples) &&
-        now - last_round_end_us_ >= o_.trigger_interval_s * 1'000'000) {
+    uint64_t trigger_count, min_samples;
+    int64_t trigger_interval_s;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      trigger_count = o_.trigger_count;
+      trigger_interval_s = o_.trigger_interval_s;
+      min_samples = o_.min_samples;
+    }
+    if (trigger_count > 0 && *count >= trigger_count) return "count";
+    if (trigger_interval_s > 0 && *count >= std::max<uint64_t>(1, min_samples) &&
+        now - last_round_end_us_ >= trigger_interval_s * 1'000'000) {
       return "interval";
     }
     return "";
   }
+
+ public:
+  void SetTriggers(uint64_t trigger_count, int64_t trigger_interval_s, uint64_t min_samples) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    o_.trigger_count = trigger_count;
+    o_.trigger_interval_s = trigger_interval_s;
+    o_.min_samples = min_samples;
+  }
+
+ private:
 
   bool StopRequested() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -300,6 +318,7 @@ class DistillerImpl final : public IncrementalDistiller {
         backoff_until_us_ = o_.clock->MonotonicMicros() + o_.error_backoff_s * 1'000'000;
       }
     }
+    if (!rs.record.ended_us) rs.record.ended_us = o_.clock->NowMicros();
     Status up = o_.registry->UpdateRound(rs.record);
     if (!up.ok()) {
       LOG(kError) << "learner: recording round " << round_id << ": " << up.ToString();
@@ -316,6 +335,7 @@ class DistillerImpl final : public IncrementalDistiller {
     }
     LOG(kInfo) << "learner: round " << round_id << " " << rs.record.outcome
                << (rs.record.reason.empty() ? "" : ": " + rs.record.reason);
+    if (o_.on_round_end) o_.on_round_end(rs.record);
     return rs.record;
   }
 
@@ -416,7 +436,13 @@ class DistillerImpl final : public IncrementalDistiller {
     std::vector<storage::Sample> replay;
     if (o_.replay_ratio > 0 && !rs->train_new.empty()) {
       size_t n = static_cast<size_t>(std::llround(o_.replay_ratio * static_cast<double>(rs->train_new.size())));
-      ASSIGN_OR_RETURN(replay, o_.buffer->Sample(n, rng_));
+      // A buffer smaller than the request is drawn again (each draw without
+      // replacement), so the ratio of old to new holds in every round.
+      while (replay.size() < n) {
+        ASSIGN_OR_RETURN(std::vector<storage::Sample> part, o_.buffer->Sample(n - replay.size(), rng_));
+        if (part.empty()) break;
+        for (auto& s : part) replay.push_back(std::move(s));
+      }
       std::vector<storage::Sample*> ptrs;
       for (auto& s : replay) ptrs.push_back(&s);
       ASSIGN_OR_RETURN(size_t unused, AttachTeacherLogits(ptrs));
@@ -622,7 +648,11 @@ class DistillerImpl final : public IncrementalDistiller {
         return Status::Ok();
       }
     }
-    RETURN_IF_ERROR(o_.registry->Activate(rec.id));
+    // A publisher that activates in the registry itself (serialised with
+    // rollbacks) must not be second-guessed here.
+    if (o_.publisher == nullptr || !o_.publisher->ActivatesInRegistry()) {
+      RETURN_IF_ERROR(o_.registry->Activate(rec.id));
+    }
     active_ = candidate;
     active_id_ = rec.id;
     rs->record.outcome = "promoted";

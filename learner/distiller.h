@@ -6,7 +6,7 @@
 //   2. run the teacher once for samples lacking logits and store them back;
 //   3. split off the held-out share (HoldoutSet::Split), delete those records
 //      from "incoming";
-//   4. mix the remaining new samples with ReplayBuffer::Sample(replay_ratio * n);
+//   4. mix the remaining new samples with replay_ratio * n buffer samples;
 //   5. train a deep copy of the active student (warm start) with the KD loss;
 //      a NaN/inf loss aborts the round (no version is written);
 //   6. evaluate candidate and active on the holdout and gate (below);
@@ -35,6 +35,7 @@
 #include <torch/script.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -73,7 +74,9 @@ struct DistillerOptions {
   int nice = 10;                     // added to the learner thread's nice value (0 = none)
   uint64_t seed = 42;                // shuffling and replay draws
   // --- Mirrors config::ReplayConfig. ---
-  double replay_ratio = 1.0;         // replayed samples per new training sample
+  // Replayed samples per new training sample. A buffer holding fewer is
+  // sampled repeatedly, so old samples may appear more than once per round.
+  double replay_ratio = 1.0;
   // --- Distiller-only. ---
   std::string state_dir;             // models/ lives here; required
   size_t max_round_samples = 100000;  // new samples read per round at most
@@ -92,6 +95,9 @@ struct DistillerOptions {
   // The teacher (shared handle; the distiller only runs it forward, in its
   // own thread). Required.
   torch::jit::Module teacher;
+  // Called on the learner thread after every round with its final record
+  // (outcome set, ended_us set), for metrics. Must not block. Optional.
+  std::function<void(const storage::RoundRecord&)> on_round_end;
   // Active version at start; the thread re-reads the registry before every
   // round, so an activation made elsewhere (rollback) is picked up.
   int64_t active_version = 0;
@@ -135,6 +141,9 @@ class IncrementalDistiller {
   virtual Result<storage::RoundRecord> RunRoundNow(const std::string& trigger) = 0;
   // Snapshot, any thread, any time.
   virtual DistillerProgress Progress() const = 0;
+  // Changes the automatic triggers (config reload); takes effect at the next
+  // check. Any thread.
+  virtual void SetTriggers(uint64_t trigger_count, int64_t trigger_interval_s, uint64_t min_samples) = 0;
 };
 
 // Where version `id` is stored, relative to the state dir: "models/v000012.pt".

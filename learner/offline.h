@@ -86,14 +86,14 @@ struct DistillOptions {
   std::string data_dir = kDefaultFashionMnistDir;
   int64_t train_limit = 0;
   int64_t test_limit = 0;
-  int stage1_epochs = 2;
+  int stage1_epochs = 3;
   int stage2_epochs = 1;
   int stage3_epochs = 1;
   double stage1_temperature = 2.0;  // "low T" for stage 1
   double alpha = 0.5;               // CE weight in stages 1 and 2
   double temperature = 4.0;         // KD temperature in stage 2
   std::string feature_method = "features";  // "" or missing on either model: stage 2 skips the term
-  double feature_weight = 1.0;
+  double feature_weight = 0.1;       // b; the teacher's raw ReLU features are large
   double learning_rate = 1e-3;      // Adam; stage 3 uses a tenth
   int batch_size = 64;
   int threads = 2;

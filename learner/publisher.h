@@ -16,9 +16,13 @@ class VersionPublisher {
   // Loads and warms `version` (its file is `version.path`, relative to the
   // state dir) and makes it the served version. Blocks until it is live or
   // failed; on failure the previously served version stays. Must be callable
-  // from any thread. Does not touch the registry: the caller activates the
-  // version there after Publish succeeds.
+  // from any thread. Unless ActivatesInRegistry(), it does not touch the
+  // registry: the caller activates the version there after Publish succeeds.
   virtual Status Publish(const storage::VersionRecord& version) = 0;
+  // True if Publish() also makes the version active in the registry (and so
+  // serialises it with rollbacks); the learner then must not activate it
+  // itself, or a rollback between the two steps would be undone.
+  virtual bool ActivatesInRegistry() const { return false; }
 };
 
 }  // namespace distilld::learner
