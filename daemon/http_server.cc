@@ -122,7 +122,7 @@ class HttpServerImpl final : public HttpServer {
           {"endpoint", "code"});
       core_->latency = options.metrics->RegisterHistogram(
           "distilld_http_request_duration_seconds",
-          "Time from a request's header being read to its response being queued for writing.",
+          "Time from a request's first byte to its response being queued for writing.",
           ExponentialBuckets(50e-6, 2, 16), {"endpoint"});
       core_->open_gauge =
           options.metrics->RegisterGauge("distilld_http_open_connections", "Open client connections.")->Get();

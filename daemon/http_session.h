@@ -14,6 +14,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <string.h>
+
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -78,11 +80,6 @@ struct SessionCore {
     if (open_gauge != nullptr) open_gauge->Add(-1);
     cv.notify_all();
   }
-
-  void Record(const std::string& endpoint, unsigned code, double seconds) {
-    if (requests != nullptr) requests->WithLabels({endpoint, std::to_string(code)})->Increment();
-    if (latency != nullptr) latency->WithLabels({endpoint})->Observe(seconds);
-  }
 };
 
 template <class Protocol>
@@ -124,7 +121,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     parser_->body_limit(core_->max_body_bytes.load());
     parser_->header_limit(static_cast<uint32_t>(std::min<uint64_t>(core_->max_header_bytes.load(), UINT32_MAX)));
     if (buffer_.size() > 0) {
-      ReadHeader();
+      ReadRequest();
       return;
     }
     if (drain_) {
@@ -141,8 +138,20 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
                               self->waiting_idle_ = false;
                               if (ec) return self->CloseNow();
                               self->buffer_.commit(n);
-                              self->ReadHeader();
+                              self->ReadRequest();
                             });
+  }
+
+  // The whole message in one read, unless the client waits for
+  // "100 Continue" before sending its body (then the header comes first).
+  void ReadRequest() {
+    start_us_ = Clock::Real()->MonotonicMicros();
+    auto data = buffer_.data();
+    if (::memmem(data.data(), data.size(), "100-continue", 12) != nullptr ||
+        ::memmem(data.data(), data.size(), "100-Continue", 12) != nullptr) {
+      return ReadHeader();
+    }
+    ReadBody();
   }
 
   void ReadHeader() {
@@ -155,7 +164,6 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   void OnHeader(beast::error_code ec) {
     if (ec) return OnReadError(ec);
-    start_us_ = Clock::Real()->MonotonicMicros();
     auto& req = parser_->get();
     auto expect = req[http::field::expect];
     if (!parser_->is_done() && beast::iequals(expect, "100-continue")) {
@@ -252,7 +260,16 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     res.set(http::field::server, "distilld");
     unsigned code = res.result_int();
     double seconds = static_cast<double>(Clock::Real()->MonotonicMicros() - start_us_) / 1e6;
-    core_->Record(endpoint_, code, seconds);
+    if (endpoint_ != recorded_endpoint_ || code != recorded_code_) {
+      // Looking a child up takes the family's mutex; a connection mostly
+      // repeats the same endpoint and code, so keep the last pair.
+      recorded_endpoint_ = endpoint_;
+      recorded_code_ = code;
+      recorded_counter_ = core_->requests ? core_->requests->WithLabels({endpoint_, std::to_string(code)}) : nullptr;
+      recorded_latency_ = core_->latency ? core_->latency->WithLabels({endpoint_}) : nullptr;
+    }
+    if (recorded_counter_ != nullptr) recorded_counter_->Increment();
+    if (recorded_latency_ != nullptr) recorded_latency_->Observe(seconds);
     if (code >= 500) {
       LOG(kWarning) << method_ << " " << target_ << " " << code << " " << res.body();
     } else {
@@ -319,6 +336,10 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool drain_ = false;
   bool closed_ = false;
   bool linger_ = false;
+  std::string recorded_endpoint_;
+  unsigned recorded_code_ = 0;
+  Counter* recorded_counter_ = nullptr;
+  Histogram* recorded_latency_ = nullptr;
 };
 
 }  // namespace distilld::daemon::internal

@@ -29,6 +29,9 @@
 #include "learner/model_builder.h"
 #include "learner/model_io.h"
 #include "tests/support/temp_dir.h"
+// c10 (glog) defines LOG too; ours wins in this file.
+#undef LOG
+#include "common/log.h"
 
 namespace fs = std::filesystem;
 using namespace distilld;
@@ -115,7 +118,7 @@ int main(int argc, char** argv) {
   const std::string scripts = argv[1];
   const std::string out_path = argv[2];
   const int seconds = argc > 3 ? std::atoi(argv[3]) : 10;
-  log::SetLevel(log::Level::kWarning);
+  distilld::log::SetLevel(distilld::log::Level::kWarning);
   at::set_num_threads(1);
 
   testing::TempDir dir;
