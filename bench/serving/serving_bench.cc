@@ -96,6 +96,14 @@ double ForwardRate(const daemon::ServedModel& model, int64_t batch, double secon
   return calls * batch / elapsed;
 }
 
+// The 1-minute load average: the machine is shared, so the report says how busy it was.
+std::string LoadAverage() {
+  std::ifstream f("/proc/loadavg");
+  std::string one;
+  f >> one;
+  return one.empty() ? "?" : one;
+}
+
 std::string Fixed(double v, int digits = 1) {
   std::ostringstream os;
   os << std::fixed << std::setprecision(digits) << v;
@@ -133,6 +141,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const uint16_t port = daemon->tcp_port();
+  const std::string load_before = LoadAverage();
 
   // Request bodies: the first 64 Fashion-MNIST test images.
   auto data = learner::LoadIdxDataset(learner::kDefaultFashionMnistDir, "t10k", 64);
@@ -227,6 +236,7 @@ int main(int argc, char** argv) {
   std::cerr << "steady p99 " << steady.p99_ms << " ms, during swaps p99 " << during.p99_ms << " ms, swaps "
             << swaps_ok << "\n";
   daemon->Shutdown();
+  const std::string load_after = LoadAverage();
 
   // Report.
   const Row* bin64 = nullptr;
@@ -239,8 +249,10 @@ int main(int argc, char** argv) {
   md << "## Serving: KServe v2 inference over HTTP (issue #5)\n\n"
      << "Measured by `bench/serving/run.sh` (" << seconds << " s per wrk run) on a "
      << std::thread::hardware_concurrency()
-     << "-core machine shared with other builds, so absolute figures are noisy; the ratios compare runs "
-        "made minutes apart in the same process.\n\n"
+     << "-core machine shared with other builds (1-minute load average " << load_before << " at the start, "
+     << load_after
+     << " at the end), so absolute figures are noisy; the ratios compare runs made minutes apart in the same "
+        "process.\n\n"
      << "Set-up: the shipped default config (1 I/O thread, 1 inference thread with 1 intra-op thread, "
         "max_batch_size 64, max_queue_delay_us 500) and the default student (MLP 784-64-10, frozen and "
         "optimized for inference). wrk 1 thread on loopback, single-sample requests cycling through 64 "
@@ -248,6 +260,9 @@ int main(int argc, char** argv) {
      << json_bytes / data->size() << " bytes; binary bodies are a " << bin_header.size()
      << "-byte JSON header plus 3136 bytes of FP32 pixels. The daemon runs inside the benchmark process (the "
         "same `Daemon` class as `distilld serve`) so that the benchmark can trigger version swaps.\n\n"
+     << "At 1 connection every request waits out max_queue_delay_us (500 us) for company that never comes: "
+        "that delay, not the HTTP path, sets the 1-connection latency and rate; lower it for latency-bound "
+        "single clients.\n\n"
      << "In-process baseline (the served module's `forward`, same run, idle server): batch 1: "
      << Fixed(rate1, 0) << " samples/s (" << Fixed(us1) << " us per call); batch 64: " << Fixed(rate64, 0)
      << " samples/s (" << Fixed(us64) << " us per call).\n\n"
