@@ -43,6 +43,12 @@ class Line {
 
 }  // namespace distilld::log
 
+// LibTorch's c10 headers bring glog's LOG macro. Ours replaces it: include
+// this header after any LibTorch header in a file (it is the last project
+// include in files that use both).
+#ifdef LOG
+#undef LOG
+#endif
 #define LOG(level)                                                           \
   if (!::distilld::log::Enabled(::distilld::log::Level::level)) {            \
   } else                                                                     \

@@ -1,14 +1,16 @@
 #include "daemon/daemon.h"
 
+#include <rapidjson/document.h>
+
 #include <cstdio>
 #include <filesystem>
 
+#include "daemon/dashboard.h"
 #include "daemon/inference_api.h"
 #include "daemon/version.h"
 #include "learner/model_builder.h"
 #include "learner/model_io.h"
-// c10 (glog) defines LOG too; ours wins in this file.
-#undef LOG
+// Last: replaces glog's LOG macro that LibTorch headers define.
 #include "common/log.h"
 
 namespace distilld::daemon {
@@ -50,6 +52,60 @@ std::vector<int64_t> WarmupSizes(int max_batch) {
   for (int64_t b = 1; b < max_batch; b *= 2) sizes.push_back(b);
   sizes.push_back(max_batch);
   return sizes;
+}
+
+learner::DistillerOptions DistillerFrom(const config::Config& c) {
+  learner::DistillerOptions d;
+  const config::LearnerConfig& l = c.learner;
+  d.auto_trigger = true;
+  d.trigger_count = l.trigger_count;
+  d.trigger_interval_s = l.trigger_interval_s;
+  d.min_samples = l.min_samples;
+  d.epochs = l.epochs;
+  d.max_steps = l.max_steps;
+  d.batch_size = l.batch_size;
+  d.learning_rate = l.learning_rate;
+  d.optimizer = l.optimizer;
+  d.alpha = l.alpha;
+  d.temperature = l.temperature;
+  d.temperature_schedule.start = l.temperature_schedule.start;
+  d.temperature_schedule.end = l.temperature_schedule.end;
+  d.temperature_schedule.curve = l.temperature_schedule.curve;
+  d.feature_method = l.feature.method;
+  d.feature_weight = l.feature.weight;
+  d.max_accuracy_drop = l.max_accuracy_drop;
+  d.max_class_drop = l.max_class_drop;
+  d.threads = l.threads;
+  d.nice = l.nice;
+  d.seed = l.seed;
+  d.replay_ratio = c.replay.replay_ratio;
+  d.state_dir = c.storage.state_dir;
+  return d;
+}
+
+// Held-out accuracy the learner recorded for a version, if it has one.
+std::optional<double> HoldoutAccuracy(const std::string& metrics_json) {
+  rapidjson::Document d;
+  d.Parse(metrics_json.c_str());
+  if (d.HasParseError() || !d.IsObject() || !d.HasMember("candidate") || !d["candidate"].IsObject()) {
+    return std::nullopt;
+  }
+  const auto& e = d["candidate"];
+  if (!e.HasMember("labelled") || !e["labelled"].IsNumber() || e["labelled"].GetDouble() <= 0) return std::nullopt;
+  if (!e.HasMember("accuracy") || !e["accuracy"].IsNumber()) return std::nullopt;
+  return e["accuracy"].GetDouble();
+}
+
+void AppendMetric(std::string* out, const char* name, const char* type, const char* help) {
+  *out += "# HELP ";
+  *out += name;
+  *out += ' ';
+  *out += help;
+  *out += "\n# TYPE ";
+  *out += name;
+  *out += ' ';
+  *out += type;
+  *out += '\n';
 }
 
 std::string VersionFileName(int64_t id) {
@@ -97,6 +153,17 @@ Status Daemon::OpenState() {
   ASSIGN_OR_RETURN(registry_, storage::Registry::Open(ro));
   // A round left running by a crash can never finish now.
   RETURN_IF_ERROR(registry_->AbortRunningRounds("daemon restarted"));
+
+  replaybuffer::ReplayBufferOptions bo;
+  bo.capacity = c.replay.capacity;
+  bo.max_bytes = c.replay.max_mb << 20;
+  bo.policy = c.replay.policy == "reservoir" ? replaybuffer::Policy::kReservoir
+                                             : replaybuffer::Policy::kClassBalanced;
+  ASSIGN_OR_RETURN(buffer_, replaybuffer::ReplayBuffer::Open(store_.get(), bo));
+  replaybuffer::HoldoutOptions hold;
+  hold.fraction = c.replay.holdout_fraction;
+  hold.max_samples = c.replay.holdout_max;
+  ASSIGN_OR_RETURN(holdout_, replaybuffer::HoldoutSet::Open(store_.get(), hold));
   return Status::Ok();
 }
 
@@ -138,6 +205,75 @@ Result<storage::VersionRecord> Daemon::EnsureActiveVersion() {
   return record;
 }
 
+Status Daemon::StartLearner(int64_t active_version) {
+  const config::Config c = config();
+  if (!c.learner.enabled) {
+    LOG(kInfo) << "learner disabled (learner.enabled: false)";
+    return Status::Ok();
+  }
+  const std::string teacher_path =
+      c.model.teacher.empty() ? (fs::path(c.storage.state_dir) / "teacher.pt").string() : c.model.teacher;
+  if (!fs::exists(teacher_path)) {
+    if (!c.model.teacher.empty()) {
+      return Status::FailedPrecondition("model.teacher: no such file: " + teacher_path);
+    }
+    LOG(kWarning) << "learner disabled: no teacher at " << teacher_path
+                  << " (set model.teacher, or run `distilld train-teacher`)";
+    return Status::Ok();
+  }
+  ASSIGN_OR_RETURN(torch::jit::Module teacher, learner::LoadModel(teacher_path));
+  learner::DistillerOptions d = DistillerFrom(c);
+  d.store = store_.get();
+  d.registry = registry_.get();
+  d.buffer = buffer_.get();
+  d.holdout = holdout_.get();
+  d.publisher = activator_.get();
+  d.clock = options_.clock;
+  d.teacher = teacher;
+  d.active_version = active_version;
+  d.on_round_end = round_observer_;
+  ASSIGN_OR_RETURN(distiller_, learner::IncrementalDistiller::Create(std::move(d)));
+  LOG(kInfo) << "learner ready: teacher " << teacher_path << ", round every " << c.learner.trigger_count
+             << " samples or " << c.learner.trigger_interval_s << " s";
+  return Status::Ok();
+}
+
+void Daemon::RegisterLearnerMetrics() {
+  holdout_accuracy_ = metrics_
+                          ->RegisterGauge("distilld_active_holdout_accuracy",
+                                          "Held-out accuracy the learner measured for the served version.")
+                          ->Get();
+  replaybuffer::ReplayBuffer* buffer = buffer_.get();
+  replaybuffer::HoldoutSet* holdout = holdout_.get();
+  metrics_->AddCollector([buffer, holdout](std::string* out) {
+    replaybuffer::BufferStats b = buffer->Stats();
+    AppendMetric(out, "distilld_replay_buffer_samples", "gauge", "Samples in the replay buffer.");
+    *out += "distilld_replay_buffer_samples " + std::to_string(b.size) + "\n";
+    AppendMetric(out, "distilld_replay_buffer_capacity", "gauge", "Replay buffer capacity in samples.");
+    *out += "distilld_replay_buffer_capacity " + std::to_string(b.capacity) + "\n";
+    AppendMetric(out, "distilld_replay_buffer_class_samples", "gauge", "Samples in the replay buffer by class.");
+    for (const auto& [cls, n] : b.class_counts) {
+      *out += "distilld_replay_buffer_class_samples{class=\"" + std::to_string(cls) + "\"} " + std::to_string(n) +
+              "\n";
+    }
+    AppendMetric(out, "distilld_replay_offered_samples_total", "counter",
+                 "Samples ever offered to the replay buffer.");
+    *out += "distilld_replay_offered_samples_total " + std::to_string(b.seen) + "\n";
+    AppendMetric(out, "distilld_holdout_samples", "gauge", "Samples in the held-out evaluation set.");
+    *out += "distilld_holdout_samples " + std::to_string(holdout->size()) + "\n";
+  });
+  Family<Counter>* rounds = metrics_->RegisterCounter("distilld_learner_rounds_total",
+                                                      "Learner rounds finished, by outcome.", {"outcome"});
+  Family<Histogram>* durations = metrics_->RegisterHistogram(
+      "distilld_learner_round_duration_seconds", "Wall time of a learner round.",
+      ExponentialBuckets(0.25, 2, 12));
+  for (const char* o : {"promoted", "rejected", "aborted", "failed"}) rounds->WithLabels({o});
+  round_observer_ = [rounds, durations](const storage::RoundRecord& r) {
+    rounds->WithLabels({r.outcome})->Increment();
+    if (r.ended_us) durations->Get()->Observe(static_cast<double>(*r.ended_us - r.started_us) / 1e6);
+  };
+}
+
 void Daemon::RegisterRoutes() {
   const config::Config c = config();
   InferenceApiOptions api;
@@ -146,12 +282,70 @@ void Daemon::RegisterRoutes() {
   api.batcher = batcher_.get();
   api.models = models_.get();
   api.serving = [this] { return !draining_.load(); };
+  if (c.server.auth_inference && auth_->enabled()) {
+    const Authorizer* auth = auth_.get();
+    api.authorize = [auth](const HttpRequest& req) {
+      auto h = req[boost::beast::http::field::authorization];
+      return auth->Allows(std::string_view(h.data(), h.size()));
+    };
+  }
+
+  LearningApiOptions& l = learning_api_;
+  l.model = api.model;
+  l.store = store_.get();
+  l.registry = registry_.get();
+  l.buffer = buffer_.get();
+  l.holdout = holdout_.get();
+  l.distiller = distiller_.get();
+  l.activator = activator_.get();
+  l.executor = executor_.get();
+  l.capture = capture_.get();
+  l.auth = auth_.get();
+  l.metrics = metrics_.get();
+  l.clock = options_.clock;
+  ModelManager* models = models_.get();
+  l.active_version = [models] {
+    auto m = models->Active();
+    return m ? m->version() : int64_t{0};
+  };
+  MetricsRegistry* m = metrics_.get();
+  l.serving_counters = [m] {
+    ServingCounters sc;
+    if (Family<Histogram>* h = m->FindHistogram("distilld_http_request_duration_seconds")) {
+      for (const auto& [labels, child] : h->Children()) {
+        if (labels.empty() || labels[0] != "infer") continue;
+        sc.bounds = child->bounds();
+        sc.buckets = child->BucketCounts();
+        sc.requests = child->count();
+      }
+    }
+    if (Family<Counter>* requests = m->FindCounter("distilld_http_requests_total")) {
+      for (const auto& [labels, child] : requests->Children()) {
+        if (labels.size() == 2 && labels[0] == "infer" && !labels[1].empty() && labels[1][0] == '5') {
+          sc.errors += child->value();
+        }
+      }
+    }
+    return sc;
+  };
+  if (c.capture.fraction > 0) {
+    const double fraction = c.capture.fraction;
+    const LearningApiOptions* lo = &learning_api_;
+    api.on_request = [lo, fraction](const std::optional<std::string>& id, const std::vector<float>& input,
+                                    int64_t batch) {
+      if (!lo->capture->ShouldCapture(fraction)) return;
+      if (!CaptureInferenceSamples(*lo, id.value_or(""), input, batch)) {
+        LOG(kDebug) << "capture skipped: executor busy";
+      }
+    };
+  }
   RegisterInferenceApi(api, &router_);
+  RegisterLearningApi(learning_api_, &router_);
+  RegisterDashboard(&router_);
   MetricsRegistry* metrics = metrics_.get();
   router_.Add(HttpVerb::get, "/metrics", "metrics", [metrics](const HttpRequest&, const RouteParams&, Responder r) {
     r(MakeResponse(HttpStatus::ok, metrics->Render(), "text/plain; version=0.0.4; charset=utf-8"));
   });
-  // Next: the online-learning API (/v1/...) registers here.
 }
 
 Status Daemon::Start() {
@@ -163,6 +357,7 @@ Status Daemon::Start() {
   metrics_->RegisterGauge("distilld_build_info", "Build information; the value is always 1.", {"version"})
       ->WithLabels({kVersion})
       ->Set(1);
+  ASSIGN_OR_RETURN(auth_, Authorizer::FromTokenFile(c.server.auth_token_file));
   RETURN_IF_ERROR(OpenState().WithContext("state dir " + c.storage.state_dir));
 
   ModelManagerOptions mo;
@@ -187,7 +382,18 @@ Status Daemon::Start() {
   bo.metrics = metrics_.get();
   ASSIGN_OR_RETURN(batcher_, Batcher::Create(bo));
 
-  // Next: the learner thread starts here, publishing through models_.
+  Gauge** holdout_accuracy = &holdout_accuracy_;
+  activator_ = std::make_unique<VersionActivator>(
+      models_.get(), registry_.get(), [holdout_accuracy](const storage::VersionRecord& v) {
+        std::optional<double> acc = HoldoutAccuracy(v.metrics_json);
+        if (*holdout_accuracy != nullptr && acc) (*holdout_accuracy)->Set(*acc);
+      });
+  // Two threads: an ingest fsync and an SQLite read never queue behind each other.
+  executor_ = std::make_unique<BlockingExecutor>(2, 4096);
+  capture_ = std::make_unique<CaptureIndex>(options_.clock, c.capture.feedback_ttl_s * 1'000'000);
+  RegisterLearnerMetrics();
+  if (std::optional<double> acc = HoldoutAccuracy(active.metrics_json)) holdout_accuracy_->Set(*acc);
+  RETURN_IF_ERROR(StartLearner(active.id).WithContext("learner"));
 
   RegisterRoutes();
   HttpServerOptions ho;
@@ -200,6 +406,7 @@ Status Daemon::Start() {
   ho.metrics = metrics_.get();
   ASSIGN_OR_RETURN(server_, HttpServer::Create(ho));
   RETURN_IF_ERROR(server_->Start());
+  if (distiller_) RETURN_IF_ERROR(distiller_->Start());
   started_.store(true);
   for (const auto& a : ListeningAddresses()) LOG(kInfo) << "listening on " << a;
   return Status::Ok();
@@ -210,7 +417,9 @@ bool Daemon::Shutdown() {
   draining_.store(true);
   bool drained = true;
   const int64_t drain_ms = config().server.drain_timeout_ms;
-  // Next: stop the learner thread first (it may be mid-publish).
+  // The learner first: it may be mid-publish, and it must not write a
+  // version after the store is flushed.
+  if (distiller_) distiller_->Stop();
   if (server_) {
     LOG(kInfo) << "shutting down: draining " << server_->open_connections() << " connection(s), at most "
                << drain_ms << " ms";
@@ -221,6 +430,7 @@ bool Daemon::Shutdown() {
   }
   if (batcher_) batcher_->Stop();  // answers whatever is still queued
   if (server_) server_->Stop();
+  if (executor_) executor_->Shutdown();  // finishes acknowledged ingest writes
   if (store_) {
     Status s = store_->Flush();
     if (!s.ok()) {
@@ -265,7 +475,9 @@ Status Daemon::Reload(const config::Config& next) {
     config_.learner.trigger_count = next.learner.trigger_count;
     config_.learner.trigger_interval_s = next.learner.trigger_interval_s;
     config_.learner.min_samples = next.learner.min_samples;
-    // Next: the learner reads its triggers from here (or is told).
+  }
+  if (distiller_) {
+    distiller_->SetTriggers(next.learner.trigger_count, next.learner.trigger_interval_s, next.learner.min_samples);
   }
   std::string summary;
   for (const auto& k : diff.applied) {

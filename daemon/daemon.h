@@ -9,11 +9,10 @@
 // requests finish (bounded by server.drain_timeout_ms), stop the inference
 // threads, close the listeners, flush storage.
 //
-// Later components plug in here without restructuring: the learner thread
-// (learner::IncrementalDistiller) is started after the model is published,
-// publishes through models() (a learner::VersionPublisher), and is stopped
-// first in Shutdown(); the online-learning API registers its routes next to
-// the inference API; systemd notification wraps Start/Reload/Shutdown.
+// The learner thread (learner::IncrementalDistiller) starts last, after the
+// listeners, and publishes through the VersionActivator, which also serves
+// the rollback endpoint; it is stopped first in Shutdown(). The online-
+// learning API (/v1) and the dashboard register next to the inference API.
 //
 // Thread-safety: Start, Reload and Shutdown must not run concurrently with
 // each other (RunServe calls them from its signal loop); accessors are safe
@@ -21,6 +20,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -29,11 +29,18 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "config/config.h"
+#include "daemon/auth.h"
 #include "daemon/batcher.h"
+#include "daemon/blocking_executor.h"
+#include "daemon/capture.h"
 #include "daemon/http_server.h"
+#include "daemon/learning_api.h"
 #include "daemon/metrics.h"
 #include "daemon/model_manager.h"
 #include "daemon/router.h"
+#include "daemon/version_activator.h"
+#include "learner/distiller.h"
+#include "replaybuffer/replay_buffer.h"
 #include "storage/registry.h"
 #include "storage/sample_store.h"
 
@@ -75,11 +82,17 @@ class Daemon {
   MetricsRegistry* metrics() const { return metrics_.get(); }
   storage::SampleStore* store() const { return store_.get(); }
   storage::Registry* registry() const { return registry_.get(); }
+  // Null when the learner is disabled (config, or no teacher file).
+  learner::IncrementalDistiller* distiller() const { return distiller_.get(); }
+  VersionActivator* activator() const { return activator_.get(); }
+  replaybuffer::ReplayBuffer* buffer() const { return buffer_.get(); }
 
  private:
   Daemon(const config::Config& config, const DaemonOptions& options);
   Status OpenState();
   Result<storage::VersionRecord> EnsureActiveVersion();
+  Status StartLearner(int64_t active_version);
+  void RegisterLearnerMetrics();
   void RegisterRoutes();
 
   mutable std::mutex config_mu_;
@@ -90,6 +103,16 @@ class Daemon {
   std::unique_ptr<storage::Registry> registry_;
   std::unique_ptr<ModelManager> models_;
   std::unique_ptr<Batcher> batcher_;
+  std::unique_ptr<replaybuffer::ReplayBuffer> buffer_;
+  std::unique_ptr<replaybuffer::HoldoutSet> holdout_;
+  std::unique_ptr<Authorizer> auth_;
+  std::unique_ptr<BlockingExecutor> executor_;
+  std::unique_ptr<CaptureIndex> capture_;
+  std::unique_ptr<VersionActivator> activator_;
+  std::unique_ptr<learner::IncrementalDistiller> distiller_;
+  LearningApiOptions learning_api_;
+  Gauge* holdout_accuracy_ = nullptr;
+  std::function<void(const storage::RoundRecord&)> round_observer_;  // learner metrics
   Router router_;
   std::unique_ptr<HttpServer> server_;
   std::atomic<bool> started_{false};

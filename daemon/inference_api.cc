@@ -126,6 +126,12 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
       respond(MakeError(HttpStatus::service_unavailable, "server is not serving (shutting down)"));
       return;
     }
+    if (o_.authorize && !o_.authorize(req)) {
+      HttpResponse res = MakeError(HttpStatus::unauthorized, "missing or wrong bearer token (Authorization header)");
+      res.set(boost::beast::http::field::www_authenticate, "Bearer");
+      respond(std::move(res));
+      return;
+    }
     std::optional<std::string_view> header_length;
     auto it = req.find("Inference-Header-Content-Length");
     if (it != req.end()) header_length = std::string_view(it->value().data(), it->value().size());
@@ -136,6 +142,7 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
       return;
     }
     auto request = std::make_shared<InferRequest>(std::move(decoded).value());
+    if (o_.on_request) o_.on_request(request->id, request->data, request->batch);
     InferTask task;
     task.batch = request->batch;
     task.input = std::move(request->data);

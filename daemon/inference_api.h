@@ -7,6 +7,8 @@
 #pragma once
 
 #include <functional>
+#include <optional>
+#include <vector>
 #include <string>
 
 #include "common/status.h"
@@ -27,6 +29,12 @@ struct InferenceApiOptions {
   ModelManager* models = nullptr;
   // Extra readiness condition (e.g. false while draining). Default: always.
   std::function<bool()> serving;
+  // Optional: returns false to answer 401 (server.auth_inference).
+  std::function<bool(const HttpRequest&)> authorize;
+  // Optional: sees every valid infer request before it is queued (traffic
+  // capture). Runs on the I/O thread: it must not block.
+  std::function<void(const std::optional<std::string>& id, const std::vector<float>& input, int64_t batch)>
+      on_request;
 };
 
 // HTTP status for a Status code (OK -> 200, InvalidArgument -> 400, ...).

@@ -75,6 +75,13 @@ class Family {
   T* WithLabels(const std::vector<std::string>& values);
   // Child without labels (for families declared with no label names).
   T* Get() { return WithLabels({}); }
+  // Every child with its label values (a snapshot of the child set).
+  std::vector<std::pair<std::vector<std::string>, T*>> Children() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::vector<std::pair<std::vector<std::string>, T*>> out;
+    for (const auto& [labels, child] : children_) out.emplace_back(labels, child.get());
+    return out;
+  }
 
  private:
   friend class MetricsRegistry;
@@ -109,6 +116,11 @@ class MetricsRegistry {
   Family<Histogram>* RegisterHistogram(std::string name, std::string help, std::vector<double> bounds,
                                        std::vector<std::string> label_names = {});
   void AddCollector(Collector collector);
+
+  // A family registered earlier under `name`, or null. For readers of values
+  // another component registered (e.g. /v1/stats reading the HTTP latency).
+  Family<Counter>* FindCounter(std::string_view name) const;
+  Family<Histogram>* FindHistogram(std::string_view name) const;
 
   // The whole exposition, families in registration order, then collectors.
   std::string Render() const;

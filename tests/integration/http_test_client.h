@@ -14,6 +14,8 @@
 
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace distilld::testing {
 
@@ -42,9 +44,11 @@ class BasicClient {
 
   Reply Request(http::verb method, const std::string& target, const std::string& body = "",
                 const std::string& content_type = "application/json",
-                std::optional<size_t> header_length = std::nullopt) {
+                std::optional<size_t> header_length = std::nullopt,
+                const std::vector<std::pair<std::string, std::string>>& headers = {}) {
     http::request<http::string_body> req{method, target, 11};
     req.set(http::field::host, "127.0.0.1");
+    for (const auto& [name, value] : headers) req.set(name, value);
     if (!body.empty() || method == http::verb::post) {
       req.set(http::field::content_type, content_type);
       req.body() = body;

@@ -1,0 +1,325 @@
+// The online-learning API over real sockets: ingest, auth, feedback, learner
+// control, versions and rollback, end to end under concurrent inference.
+#include "tests/integration/learning_fixture.h"
+
+#include <rapidjson/document.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+
+#include "daemon/daemon.h"
+#include "tests/integration/http_test_client.h"
+
+namespace distilld::testing {
+namespace {
+
+using http::verb;
+using Headers = std::vector<std::pair<std::string, std::string>>;
+
+rapidjson::Document Parse(const std::string& body) {
+  rapidjson::Document d;
+  d.Parse(body.c_str());
+  REQUIRE_FALSE(d.HasParseError());
+  return d;
+}
+
+struct Env {
+  TempDir dir;
+  SyntheticTask task;
+  config::Config config;
+  std::unique_ptr<daemon::Daemon> daemon;
+
+  explicit Env(std::function<void(config::Config&)> tweak = nullptr) {
+    TrainAndSave(task, {0, 1, 2}, dir.str("teacher.pt"), 1);
+    TrainAndSave(task, {0, 1}, dir.str("student.pt"), 2);
+    config = LearningConfig(dir);
+    if (tweak) tweak(config);
+    daemon = daemon::Daemon::Create(config);
+    Status s = daemon->Start();
+    INFO(s.ToString());
+    REQUIRE(s.ok());
+  }
+  TcpClient Client() { return TcpClient(Loopback(daemon->tcp_port())); }
+  uint64_t Waiting() { return daemon->store()->CountIncoming(0).value(); }
+};
+
+// Polls a round until it is no longer running.
+rapidjson::Document WaitRound(TcpClient& c, int64_t id) {
+  for (int i = 0; i < 600; ++i) {
+    Reply r = c.Get("/v1/learner/rounds/" + std::to_string(id));
+    REQUIRE(r.status == 200);
+    rapidjson::Document d = Parse(r.body);
+    if (std::string(d["outcome"].GetString()) != "running") return d;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  FAIL("round " << id << " did not finish");
+  return {};
+}
+
+// Accuracy of the served model on class `cls`, and the version that answered.
+std::pair<double, std::string> ClassAccuracy(TcpClient& c, const SyntheticTask& task, int cls) {
+  std::mt19937_64 rng(99);
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  task.Make(40, cls, rng, &x, &y);
+  int correct = 0;
+  std::string version;
+  for (size_t i = 0; i < y.size(); ++i) {
+    Reply r = c.Post("/v2/models/fashion/infer", Infer4x4(x.data() + i * kTaskPixels, "acc"));
+    REQUIRE(r.status == 200);
+    rapidjson::Document d = Parse(r.body);
+    version = d["model_version"].GetString();
+    if (d["outputs"][0]["data"][0].GetInt64() == y[i]) ++correct;
+  }
+  return {static_cast<double>(correct) / static_cast<double>(y.size()), version};
+}
+
+TEST_CASE("POST /v1/samples stores a batch durably and rejects a bad one whole") {
+  Env env;
+  TcpClient c = env.Client();
+  std::mt19937_64 rng(1);
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  env.task.Make(6, -1, rng, &x, &y);
+  y[1] = -1;  // unlabelled
+  Reply ok = c.Post("/v1/samples", SamplesJson(x, y));
+  REQUIRE(ok.status == 200);
+  rapidjson::Document d = Parse(ok.body);
+  CHECK(d["accepted"].GetInt() == 6);
+  CHECK(d["last_id"].GetUint64() - d["first_id"].GetUint64() == 5);
+  CHECK(env.Waiting() == 6);
+  auto stored = env.daemon->store()->GetIncoming(d["first_id"].GetUint64() + 1);
+  REQUIRE(stored.ok());
+  CHECK_FALSE(stored->label.has_value());
+  CHECK(stored->shape == std::vector<int64_t>{1, 4, 4});
+
+  SUBCASE("a NaN in sample 3 rejects the batch, naming the sample") {
+    std::vector<float> bad = x;
+    bad[3 * kTaskPixels + 2] = std::nanf("");
+    Reply r = c.Post("/v1/samples", SamplesJson(bad, y));
+    CHECK(r.status == 400);
+    CHECK(r.body.find("sample 3") != std::string::npos);
+    CHECK(env.Waiting() == 6);
+  }
+  SUBCASE("a label out of range rejects the batch, naming the sample") {
+    std::vector<int64_t> bad = y;
+    bad[4] = 7;
+    Reply r = c.Post("/v1/samples", SamplesJson(x, bad));
+    CHECK(r.status == 400);
+    CHECK(r.body.find("sample 4") != std::string::npos);
+    CHECK(env.Waiting() == 6);
+  }
+  SUBCASE("a wrong shape or a missing input is a 400 naming the field") {
+    std::string body = SamplesJson(x, y);
+    std::string wrong = body;
+    wrong.replace(wrong.find(",1,4,4]"), 7, ",1,2,8]");
+    Reply r = c.Post("/v1/samples", wrong);
+    CHECK(r.status == 400);
+    CHECK(r.body.find("shape") != std::string::npos);
+    Reply r2 = c.Post("/v1/samples", R"({"inputs":[]})");
+    CHECK(r2.status == 400);
+    Reply r3 = c.Post("/v1/samples", "not json");
+    CHECK(r3.status == 400);
+    CHECK(env.Waiting() == 6);
+  }
+}
+
+TEST_CASE("bearer token: required on /v1 POSTs, compared exactly; GETs stay open") {
+  TempDir tokens;
+  WriteFile(tokens.str("token"), "s3cret-token\n", 0600);
+  Env env([&](config::Config& c) { c.server.auth_token_file = tokens.str("token"); });
+  TcpClient c = env.Client();
+  std::mt19937_64 rng(1);
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  env.task.Make(2, 0, rng, &x, &y);
+  const std::string body = SamplesJson(x, y);
+  CHECK(c.Post("/v1/samples", body).status == 401);
+  CHECK(c.Request(verb::post, "/v1/samples", body, "application/json", std::nullopt,
+                  Headers{{"Authorization", "Bearer s3cret-tokeN"}})
+            .status == 401);
+  CHECK(c.Request(verb::post, "/v1/samples", body, "application/json", std::nullopt,
+                  Headers{{"Authorization", "Bearer s3cret-token-longer"}})
+            .status == 401);
+  CHECK(env.Waiting() == 0);
+  CHECK(c.Request(verb::post, "/v1/samples", body, "application/json", std::nullopt,
+                  Headers{{"Authorization", "Bearer s3cret-token"}})
+            .status == 200);
+  CHECK(c.Post("/v1/models/fashion/versions/1/activate", "{}").status == 401);
+  CHECK(c.Post("/v1/learner/rounds", "{}").status == 401);
+  CHECK(c.Get("/v1/learner").status == 200);
+  // Inference stays open unless server.auth_inference is set.
+  CHECK(c.Post("/v2/models/fashion/infer", Infer4x4(x.data(), "a")).status == 200);
+}
+
+TEST_CASE("a token file readable by others refuses start-up with a clear message") {
+  TempDir dir;
+  WriteFile(dir.str("token"), "abc\n", 0644);
+  config::Config c;
+  c.server.listen = "127.0.0.1:0";
+  c.server.auth_token_file = dir.str("token");
+  c.storage.state_dir = dir.str("state");
+  c.learner.enabled = false;
+  auto d = daemon::Daemon::Create(c);
+  Status s = d->Start();
+  CHECK(s.code() == StatusCode::kFailedPrecondition);
+  CHECK(s.message().find("accessible by others") != std::string::npos);
+}
+
+TEST_CASE("auth_inference extends the token to inference") {
+  TempDir tokens;
+  WriteFile(tokens.str("token"), "tok", 0600);
+  Env env([&](config::Config& c) {
+    c.server.auth_token_file = tokens.str("token");
+    c.server.auth_inference = true;
+  });
+  TcpClient c = env.Client();
+  std::vector<float> x(kTaskPixels, 0.5f);
+  CHECK(c.Post("/v2/models/fashion/infer", Infer4x4(x.data(), "a")).status == 401);
+  CHECK(c.Request(verb::post, "/v2/models/fashion/infer", Infer4x4(x.data(), "a"), "application/json",
+                  std::nullopt, Headers{{"Authorization", "Bearer tok"}})
+            .status == 200);
+}
+
+TEST_CASE("capture stores inference inputs and feedback labels them") {
+  Env env([](config::Config& c) { c.capture.fraction = 1.0; });
+  TcpClient c = env.Client();
+  std::vector<float> x(kTaskPixels, 0.3f);
+  REQUIRE(c.Post("/v2/models/fashion/infer", Infer4x4(x.data(), "req-42")).status == 200);
+  REQUIRE(c.Post("/v2/models/fashion/infer", Infer4x4(x.data(), "req-43")).status == 200);
+  // Capture is written off the request path: wait for it.
+  for (int i = 0; i < 200 && env.Waiting() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(env.Waiting() == 2);
+  auto stored = env.daemon->store()->ReadIncoming(0, 10);
+  REQUIRE(stored.ok());
+  CHECK(stored->at(0).sample.source == storage::SampleSource::kCapture);
+  CHECK_FALSE(stored->at(0).sample.label.has_value());
+
+  Reply fb = c.Post("/v1/feedback", R"({"id":"req-42","label":2})");
+  REQUIRE(fb.status == 200);
+  bool labelled = false;
+  auto after = env.daemon->store()->ReadIncoming(0, 10);
+  REQUIRE(after.ok());
+  for (const auto& s : *after) {
+    if (s.sample.request_id == "req-42") {
+      CHECK(s.sample.label == std::optional<int64_t>(2));
+      CHECK(s.sample.source == storage::SampleSource::kFeedback);
+      labelled = true;
+    } else {
+      CHECK_FALSE(s.sample.label.has_value());
+    }
+  }
+  CHECK(labelled);
+  CHECK(c.Post("/v1/feedback", R"({"id":"nope","label":1})").status == 404);
+  CHECK(c.Post("/v1/feedback", R"({"id":"req-43","label":9})").status == 400);
+  CHECK(c.Post("/v1/feedback", R"({"label":1})").status == 400);
+  Reply metrics = c.Get("/metrics");
+  CHECK(metrics.body.find("distilld_feedback_labels_total 1") != std::string::npos);
+}
+
+TEST_CASE("learner control, versions and activation errors") {
+  Env env;
+  TcpClient c = env.Client();
+  // No samples: nothing to learn from.
+  CHECK(c.Post("/v1/learner/rounds", "{}").status == 409);
+  Reply l = c.Get("/v1/learner");
+  REQUIRE(l.status == 200);
+  rapidjson::Document ld = Parse(l.body);
+  CHECK(ld["enabled"].GetBool());
+  CHECK(std::string(ld["state"].GetString()) == "idle");
+  CHECK(ld["buffer"]["capacity"].GetUint64() == 2000);
+
+  std::mt19937_64 rng(3);
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  env.task.Make(300, -1, rng, &x, &y);
+  REQUIRE(c.Post("/v1/samples", SamplesJson(x, y)).status == 200);
+  Reply start = c.Post("/v1/learner/rounds", "{}");
+  REQUIRE(start.status == 202);
+  const int64_t round = Parse(start.body)["round_id"].GetInt64();
+  // A second request while the first is pending or running is a conflict.
+  CHECK(c.Post("/v1/learner/rounds", "{}").status == 409);
+  rapidjson::Document rd = WaitRound(c, round);
+  CHECK(rd["samples_new"].GetInt64() > 0);
+  CHECK(std::string(rd["trigger"].GetString()) == "api");
+  CHECK(c.Get("/v1/learner/rounds/999").status == 404);
+  CHECK(c.Get("/v1/learner/rounds/abc").status == 400);
+
+  Reply vs = c.Get("/v1/models/fashion/versions");
+  REQUIRE(vs.status == 200);
+  rapidjson::Document vd = Parse(vs.body);
+  REQUIRE(vd["versions"].Size() == 2);
+  CHECK(vd["versions"][1]["parent"].GetInt64() == 1);
+  CHECK(c.Get("/v1/models/other/versions").status == 404);
+  CHECK(c.Post("/v1/models/fashion/versions/77/activate", "{}").status == 404);
+  CHECK(c.Post("/v1/models/fashion/versions/x1/activate", "{}").status == 400);
+  CHECK(c.Post("/v1/models/../versions/1/activate", "{}").status == 404);
+  Reply ev = c.Get("/v1/events?limit=5");
+  REQUIRE(ev.status == 200);
+  CHECK(Parse(ev.body)["events"].Size() >= 1);
+
+  // A rejected version cannot be activated.
+  storage::VersionRecord rejected;
+  rejected.path = "models/v000001.pt";
+  rejected.status = storage::VersionStatus::kRejected;
+  rejected.note = "test";
+  int64_t rid = env.daemon->registry()->AddVersion(rejected).value();
+  Reply r = c.Post("/v1/models/fashion/versions/" + std::to_string(rid) + "/activate", "{}");
+  CHECK(r.status == 409);
+  CHECK(r.body.find("rejected") != std::string::npos);
+}
+
+TEST_CASE("end to end: learn a new class under load, then roll back, with zero failed requests") {
+  Env env;
+  TcpClient c = env.Client();
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0}, answered{0};
+  std::thread load([&] {
+    TcpClient lc(Loopback(env.daemon->tcp_port()));
+    std::vector<float> x(kTaskPixels, 0.5f);
+    while (!stop) {
+      Reply r = lc.Post("/v2/models/fashion/infer", Infer4x4(x.data(), "load"));
+      if (r.status != 200) ++failed;
+      ++answered;
+    }
+  });
+
+  auto [before, v_before] = ClassAccuracy(c, env.task, 2);
+  CHECK(v_before == "1");
+  CHECK(before < 0.2);  // the first student never saw class 2
+
+  std::mt19937_64 rng(4);
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  env.task.Make(400, -1, rng, &x, &y);  // classes 0, 1 and the new class 2, labelled
+  REQUIRE(c.Post("/v1/samples", SamplesJson(x, y)).status == 200);
+  Reply start = c.Post("/v1/learner/rounds", "{}");
+  REQUIRE(start.status == 202);
+  rapidjson::Document rd = WaitRound(c, Parse(start.body)["round_id"].GetInt64());
+  INFO(rd["reason"].GetString());
+  REQUIRE(std::string(rd["outcome"].GetString()) == "promoted");
+
+  auto [after, v_after] = ClassAccuracy(c, env.task, 2);
+  CHECK(v_after == "2");
+  CHECK(after > 0.8);
+
+  Reply rb = c.Post("/v1/models/fashion/versions/1/activate", "{}");
+  REQUIRE(rb.status == 200);
+  CHECK(Parse(rb.body)["previous"].GetInt64() == 2);
+  auto [rolled, v_rolled] = ClassAccuracy(c, env.task, 2);
+  CHECK(v_rolled == "1");
+  CHECK(rolled == doctest::Approx(before));
+  CHECK(env.daemon->registry()->ActiveVersion().value()->id == 1);
+  Reply metrics = c.Get("/metrics");
+  CHECK(metrics.body.find("distilld_rollbacks_total 1") != std::string::npos);
+  CHECK(metrics.body.find("distilld_learner_rounds_total{outcome=\"promoted\"} 1") != std::string::npos);
+
+  stop = true;
+  load.join();
+  CHECK(answered > 0);
+  CHECK(failed == 0);
+}
+
+}  // namespace
+}  // namespace distilld::testing
