@@ -188,6 +188,22 @@ TEST_CASE("serving: bad inputs get 400/404/413/431 naming the problem") {
   CHECK(MetricValue(metrics.body, R"(distilld_http_requests_total{endpoint="invalid",code="431"})") == 1);
 }
 
+TEST_CASE("serving: Expect: 100-continue gets an interim response before the body is sent") {
+  TempDir dir;
+  auto d = StartDaemon(TestConfig(dir));
+  TcpClient c(Loopback(d->tcp_port()));
+  const std::string body = InferJson(1);
+  c.SendRaw("POST /v2/models/fashion/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Expect: 100-continue\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n");
+  auto interim = c.ReadReply();
+  CHECK(interim.status == 100);
+  c.SendRaw(body);
+  auto r = c.ReadReply();
+  CHECK(r.status == 200);
+  CHECK(r.body.find(R"("model_version":"1")") != std::string::npos);
+}
+
 TEST_CASE("serving: connection limit, read deadline and idle timeout") {
   TempDir dir;
   auto cfg = TestConfig(dir);
