@@ -159,8 +159,9 @@ TEST_CASE("int8 module: close to float, smaller on disk, reloads in C++ and Pyth
 
 TEST_CASE("4-bit weights: QAT fine-tuning beats plain fine-tuning once quantized") {
   REQUIRE(UseQuantizedEngine().ok());
-  Dataset train = testdata::Quadrants(1500, 11, 0.9);
-  Dataset test = testdata::Quadrants(1000, 12, 0.9);
+  // A weak signal, so accuracy is below 1 and weight rounding can cost some.
+  Dataset train = testdata::Quadrants(1500, 11, 0.6, 0.08);
+  Dataset test = testdata::Quadrants(1000, 12, 0.6, 0.08);
   ArchSpec spec = {"mlp", {1, 8, 8}, 4, {16}, {}};
   auto base = BuildModel(spec, 21);
   REQUIRE(base.ok());
@@ -197,7 +198,8 @@ TEST_CASE("4-bit weights: QAT fine-tuning beats plain fine-tuning once quantized
   const double qat_acc = Accuracy(*qat_q, test);
   MESSAGE("float " << float_acc << ", plain->int4 " << plain_acc << ", QAT->int4 " << qat_acc);
   CHECK(qat_acc >= plain_acc);
-  CHECK(qat_acc > 0.8);
+  CHECK(float_acc < 0.99);  // the task is not saturated
+  CHECK(qat_acc > 0.6);
 }
 
 }  // namespace
