@@ -326,7 +326,7 @@ class DistillerImpl final : public IncrementalDistiller {
     last_round_end_us_ = o_.clock->MonotonicMicros();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      progress_.state = running_ && !stop_ ? "idle" : progress_.state;
+      progress_.state = running_ && !stop_ ? "idle" : "stopped";
       progress_.rounds_completed += 1;
       progress_.last_outcome = rs.record.outcome;
       progress_.last_reason = rs.record.reason;

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 
 #include "learner/model_io.h"
 #include "learner/offline.h"
@@ -21,8 +22,11 @@ namespace {
 // redirected, where TerminalProgress() stays silent).
 ProgressCallback LineProgress() {
   auto start = std::chrono::steady_clock::now();
-  return [start](const ProgressEvent& e) {
-    if (e.total < 10 || e.step % (e.total / 10) != 0) return;
+  auto last = std::make_shared<std::pair<std::string, int64_t>>();
+  return [start, last](const ProgressEvent& e) {
+    const int64_t decile = e.total > 0 ? 10 * e.step / e.total : 0;
+    if (last->first == e.stage && last->second == decile) return;
+    *last = {e.stage, decile};
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     std::printf("  %s %lld/%lld loss %.4f (%.0f s)\n", e.stage.c_str(), static_cast<long long>(e.step),
                 static_cast<long long>(e.total), e.loss, s);
