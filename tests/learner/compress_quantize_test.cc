@@ -157,6 +157,38 @@ TEST_CASE("int8 module: close to float, smaller on disk, reloads in C++ and Pyth
   }
 }
 
+TEST_CASE("the QAT twin computes what the int8 module computes (fake-quant round trip)") {
+  REQUIRE(UseQuantizedEngine().ok());
+  for (int bits : {8, 4}) {
+    for (ArchSpec spec : {ArchSpec{"mlp", {1, 8, 8}, 4, {32, 16}, {}}, ArchSpec{"cnn", {1, 8, 8}, 4, {16}, {6, 8}}}) {
+      CAPTURE(bits);
+      CAPTURE(spec.kind);
+      auto fm = BuildModel(spec, 31);
+      REQUIRE(fm.ok());
+      QatOptions qo;
+      qo.weight_bits = bits;
+      auto twin = MakeQatModule(*fm, spec, qo);
+      Int8Options io;
+      io.weight_bits = bits;
+      auto qm = QuantizeDynamicInt8(*fm, spec, io);
+      REQUIRE(twin.ok());
+      REQUIRE(qm.ok());
+      torch::Tensor x = testdata::Quadrants(32, 13).images;
+      torch::NoGradGuard g;
+      twin->eval();
+      torch::Tensor f = fm->forward({x}).toTensor();
+      torch::Tensor t = twin->forward({x}).toTensor();
+      torch::Tensor q = qm->forward({x}).toTensor();
+      const double twin_err = (t - q).abs().max().item<double>();
+      const double float_err = (f - q).abs().max().item<double>();
+      MESSAGE("max |twin - int8| " << twin_err << ", max |float - int8| " << float_err);
+      CHECK(float_err > 0.0);
+      CHECK(twin_err < 1e-4);
+      CHECK(twin_err * 20 < float_err);
+    }
+  }
+}
+
 TEST_CASE("4-bit weights: QAT fine-tuning beats plain fine-tuning once quantized") {
   REQUIRE(UseQuantizedEngine().ok());
   // A weak signal, so accuracy is below 1 and weight rounding can cost some.
