@@ -77,7 +77,8 @@ struct QatTrainOptions {
   ProgressCallback progress;  // stage "qat"; optional
 };
 
-// Fine-tunes `student` in place by KD through its QAT twin. Afterwards the
+// Fine-tunes `student` in place by KD through its QAT twin (blocking, in the
+// caller's thread; sets at::set_num_threads(options.threads)). Afterwards the
 // student is a float module whose weights quantize well; convert it with
 // QuantizeDynamicInt8 (same weight_bits) to serve it.
 Status QatFineTune(torch::jit::Module& student, const ArchSpec& spec, const QatTrainOptions& options);
