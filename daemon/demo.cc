@@ -40,6 +40,8 @@ namespace fs = std::filesystem;
 using Clk = std::chrono::steady_clock;
 
 constexpr int kClasses = 10;
+// learner.min_samples in the demo config: fewer new samples wait for more.
+constexpr uint64_t kSettledSamples = 200;
 // Class-incremental phases: the first trains the initial student offline,
 // the rest are streamed to the daemon.
 const std::vector<std::vector<int64_t>> kPhases = {{0, 1}, {2, 3}, {4, 5}, {6, 7}, {8, 9}};
@@ -111,7 +113,7 @@ std::string DemoYaml(const DemoOptions& o, const std::string& state, const std::
     << "batching:\n  max_batch_size: 32\n  max_queue_delay_us: 300\n  inference_threads: 1\n"
     << "storage:\n  state_dir: \"" << state << "\"\n"
     << "replay:\n  policy: class_balanced\n  capacity: 2000\n  holdout_fraction: 0.1\n  replay_ratio: 1.0\n"
-    << "learner:\n  trigger_count: 3000\n  trigger_interval_s: 5\n  min_samples: 200\n  epochs: 2\n"
+    << "learner:\n  trigger_count: 3000\n  trigger_interval_s: 5\n  min_samples: " << kSettledSamples << "\n  epochs: 2\n"
     << "  batch_size: 64\n  learning_rate: 0.001\n  alpha: 0.5\n  temperature: 4.0\n"
     << "  max_accuracy_drop: 0.01\n  max_class_drop: 0.5\n  threads: 1\n  nice: 10\n"
     << "capture:\n  fraction: 0.02\n"
@@ -196,6 +198,7 @@ std::string Bar(double frac, int width) {
 
 int RunDemo(const DemoOptions& o) {
   const auto t_start = Clk::now();
+  std::cout.setf(std::ios::unitbuf);  // progress must show when piped to a file too
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   at::set_num_threads(o.threads);
@@ -352,13 +355,15 @@ int RunDemo(const DemoOptions& o) {
         last_report = Clk::now();
       }
     }
-    // Let the learner take in the whole phase before the next one starts.
+    // Let the learner take in the phase before the next one starts: ask for
+    // a round now (409 while a count-triggered one runs is fine), then wait
+    // until it is idle with fewer new samples than a timed round needs.
+    // Captured inference traffic keeps adding a few, so "none" never comes.
     const auto wait_start = Clk::now();
     (void)client->Post("/v1/learner/rounds", "{}");
-    while (!g_interrupted && Seconds(wait_start) < 120) {
+    while (!g_interrupted && Seconds(wait_start) < 300) {
       LearnerView l = FetchLearner(*monitor);
-      if (l.ok && l.waiting == 0 && l.state == "idle") break;
-      if (l.ok && l.waiting > 0 && l.state == "idle") (void)client->Post("/v1/learner/rounds", "{}");
+      if (l.ok && l.state == "idle" && l.waiting < kSettledSamples) break;
       report(static_cast<int>(p), idx.size(), idx.size());
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
