@@ -226,6 +226,33 @@ TEST_CASE("a diverging learning rate never replaces the active version") {
   }
 }
 
+TEST_CASE("a round with feature distillation and a cosine temperature schedule") {
+  Fixture f;
+  f.Append(Blobs(300, 9));
+  DistillerOptions o = f.Options();
+  o.feature_method = "features";  // teacher width 4, student width 8: a learned projection
+  o.feature_weight = 0.5;
+  o.temperature_schedule = {1.0, 6.0, "cosine"};
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  auto round = (*d)->RunRoundNow("test");
+  REQUIRE(round.ok());
+  INFO(round->reason, " ", round->loss_json);
+  CHECK(round->outcome == "promoted");
+  CHECK(Json(round->eval_json, "\"candidate\"") > 0.9);
+  o.temperature_schedule.curve = "exponential";
+  CHECK(IncrementalDistiller::Create(o).status().code() == StatusCode::kInvalidArgument);
+  o.temperature_schedule.curve = "constant";
+  o.feature_method = "no_such_method";
+  f.Append(Blobs(50, 10));
+  auto bad = IncrementalDistiller::Create(o);
+  REQUIRE(bad.ok());
+  auto failed = (*bad)->RunRoundNow("test");
+  REQUIRE(failed.ok());
+  CHECK(failed->outcome == "failed");
+  CHECK(failed->reason.find("no_such_method") != std::string::npos);
+}
+
 TEST_CASE("with no labelled holdout the gate uses teacher agreement") {
   Fixture f;
   f.Append(Blobs(300, 4, /*labelled=*/false));
