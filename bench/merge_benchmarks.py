@@ -82,10 +82,10 @@ def main():
             with open(machine, encoding="utf-8") as f:
                 appendix += "```\n%s```\n\n" % f.read()
         for name in logs:
-            with open(os.path.join(args.logs, name), encoding="utf-8", errors="replace") as f:
+            with open(os.path.join(args.logs, name), encoding="utf-8", errors="replace", newline="") as f:
                 body = f.read()
             # Progress bars redraw with \r; keep the last state of each line.
-            body = "\n".join(l.rsplit("\r", 1)[-1] for l in body.splitlines())
+            body = "\n".join(l.rsplit("\r", 1)[-1] for l in body.replace("\r\n", "\n").split("\n"))
             appendix += "### %s\n\n```\n%s\n```\n\n" % (name, body.strip())
 
     out = header + "\n" + "\n".join(parts) + appendix
