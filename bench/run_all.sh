@@ -7,8 +7,10 @@
 #       storage learner serving compress demo  (all by default)
 #
 # Takes 30-60 minutes on a 2-core machine (compress ~17 min and the learner
-# benchmarks ~10 min on a loaded box; the first run also trains two teachers,
-# which later runs reuse from BUILD_DIR/bench-work/). Raw output goes to
+# benchmarks ~10 min on a loaded box; the first run also trains the learner
+# benchmarks' teacher (~7 min) and the demo's, which later runs reuse from
+# BUILD_DIR/bench-work/; bench_compress trains its own each time, as its
+# fragment was measured). Raw output goes to
 # BUILD_DIR/bench-results/<UTC time>/*.log and is appended to docs/benchmarks.md.
 #
 # What is regenerated, honestly:
