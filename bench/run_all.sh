@@ -115,7 +115,8 @@ if wants demo; then
 fi
 
 # 7. docs/benchmarks.md: header kept, fragments merged, raw logs appended.
-step merge python3 "$src/bench/merge_benchmarks.py" --logs "$results"
+# Not a step: its own log would be half-written while it is merged.
+python3 "$src/bench/merge_benchmarks.py" --logs "$results" || failed+=(merge)
 
 echo
 echo "raw output: $results"
