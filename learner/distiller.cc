@@ -193,6 +193,7 @@ class DistillerImpl final : public IncrementalDistiller {
     }
     LOG(kInfo) << "learner: started (threads=" << o_.threads << ", nice=" << o_.nice << ")";
     for (;;) {
+      Beat();
       int64_t round_id = 0;
       std::string trigger;
       {
@@ -265,6 +266,10 @@ class DistillerImpl final : public IncrementalDistiller {
   }
 
  private:
+
+  void Beat() {
+    if (o_.on_heartbeat) o_.on_heartbeat();
+  }
 
   bool StopRequested() {
     std::lock_guard<std::mutex> lock(mu_);
@@ -357,6 +362,7 @@ class DistillerImpl final : public IncrementalDistiller {
     }
     const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, o_.teacher_batch_size));
     for (size_t i = 0; i < missing.size(); i += chunk) {
+      Beat();
       if (StopRequested()) return Status::Aborted("stopped");
       std::vector<storage::Sample> part;
       for (size_t j = i; j < std::min(missing.size(), i + chunk); ++j) part.push_back(*missing[j]);
@@ -528,6 +534,7 @@ class DistillerImpl final : public IncrementalDistiller {
     int64_t seen = 0;
     double first_loss = 0, last_loss = 0, sum_loss = 0;
     for (int64_t step = 0; step < total; ++step) {
+      Beat();
       if (StopRequested()) return Status::Aborted("stopped");
       const int64_t pos = (step % per_epoch) * bs;
       if (pos == 0) std::shuffle(order.begin(), order.end(), rng_);

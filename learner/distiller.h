@@ -98,6 +98,10 @@ struct DistillerOptions {
   // Called on the learner thread after every round with its final record
   // (outcome set, ended_us set), for metrics. Must not block. Optional.
   std::function<void(const storage::RoundRecord&)> on_round_end;
+  // Called on the learner thread at every poll (poll_interval_ms while idle),
+  // every training step and every teacher chunk: a liveness signal for the
+  // systemd watchdog (daemon::Heartbeat::Beat). Must be fast. Optional.
+  std::function<void()> on_heartbeat;
   // Active version at start; the thread re-reads the registry before every
   // round, so an activation made elsewhere (rollback) is picked up.
   int64_t active_version = 0;
