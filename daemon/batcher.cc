@@ -45,8 +45,10 @@ class BatcherImpl final : public Batcher {
                       ->Get();
       queued_gauge_ = m->RegisterGauge("distilld_batch_queued_samples", "Samples waiting in the queue.")->Get();
     }
-    for (int i = 0; i < std::max(1, options_.inference_threads); ++i) {
-      threads_.emplace_back([this] { Loop(); });
+    const int n = std::max(1, options_.inference_threads);
+    for (int i = 0; i < n; ++i) beats_.push_back(std::make_unique<Heartbeat>());
+    for (int i = 0; i < n; ++i) {
+      threads_.emplace_back([this, i] { Loop(beats_[static_cast<size_t>(i)].get()); });
     }
   }
 
@@ -107,13 +109,22 @@ class BatcherImpl final : public Batcher {
     threads_.clear();
   }
 
+  std::vector<const Heartbeat*> heartbeats() const override {
+    std::vector<const Heartbeat*> out;
+    for (const auto& b : beats_) out.push_back(b.get());
+    return out;
+  }
+
  private:
   // Takes the next batch, waiting for the delay to pass or the batch to
   // fill. Returns false when stopping and the queue is empty.
-  bool NextBatch(std::vector<Queued>* batch) {
+  bool NextBatch(std::vector<Queued>* batch, Heartbeat* beat) {
+    const auto beat_period = std::chrono::milliseconds(std::max<int64_t>(1, options_.heartbeat_period_ms));
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
-      cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      // Timed, so an idle thread still proves it is alive.
+      while (!cv_.wait_for(lock, beat_period, [this] { return stopping_ || !queue_.empty(); })) beat->Beat();
+      beat->Beat();
       if (queue_.empty()) return false;  // stopping and drained
       // Wait for more samples until the oldest request's deadline, unless
       // the batch is already full or we are draining for shutdown.
@@ -139,17 +150,18 @@ class BatcherImpl final : public Batcher {
     }
   }
 
-  void Loop() {
+  void Loop(Heartbeat* beat) {
     // OpenMP thread count belongs to the calling thread (see ARCHITECTURE.md).
     at::set_num_threads(std::max(1, options_.intra_op_threads));
     std::vector<Queued> batch;
     std::vector<float> input;
     while (true) {
       batch.clear();
-      if (!NextBatch(&batch)) return;
+      if (!NextBatch(&batch, beat)) return;
       // Fresh queue: other threads may already start on the next batch.
       cv_.notify_one();
       Run(batch, &input);
+      beat->Beat();
     }
   }
 
@@ -234,6 +246,7 @@ class BatcherImpl final : public Batcher {
   bool stopping_ = false;          // guarded by mu_
   std::mutex join_mu_;
   std::vector<std::thread> threads_;
+  std::vector<std::unique_ptr<Heartbeat>> beats_;  // one per thread; fixed before they start
   Histogram* queue_seconds_ = nullptr;
   Histogram* batch_size_ = nullptr;
   Histogram* forward_seconds_ = nullptr;

@@ -28,6 +28,7 @@
 #include "common/status.h"
 #include "daemon/metrics.h"
 #include "daemon/model_manager.h"
+#include "daemon/sd_notify.h"
 
 namespace distilld::daemon {
 
@@ -67,6 +68,9 @@ struct BatcherOptions {
   MetricsRegistry* metrics = nullptr;
   // Not owned; default Clock::Real().
   Clock* clock = nullptr;
+  // An idle inference thread wakes this often to beat its heartbeat (see
+  // Batcher::heartbeats). Keep it well below the watchdog's max age.
+  int64_t heartbeat_period_ms = 200;
 };
 
 class Batcher {
@@ -83,6 +87,11 @@ class Batcher {
   virtual int64_t queued_samples() const = 0;
   // Refuses new tasks, runs every queued one, joins the threads. Idempotent.
   virtual void Stop() = 0;
+  // One liveness marker per inference thread (real clock), beaten while it
+  // waits idle (every heartbeat_period_ms) and after every batch, so a
+  // forward pass that never returns leaves it stale. For the systemd
+  // watchdog; owned by the batcher, valid until it is destroyed.
+  virtual std::vector<const Heartbeat*> heartbeats() const = 0;
 };
 
 }  // namespace distilld::daemon
