@@ -282,6 +282,7 @@ void Daemon::RegisterRoutes() {
   api.batcher = batcher_.get();
   api.models = models_.get();
   api.serving = [this] { return !draining_.load(); };
+  api.precision = c.model.precision;
   if (c.server.auth_inference && auth_->enabled()) {
     const Authorizer* auth = auth_.get();
     api.authorize = [auth](const HttpRequest& req) {
@@ -351,9 +352,6 @@ void Daemon::RegisterRoutes() {
 Status Daemon::Start() {
   if (started_.load()) return Status::FailedPrecondition("daemon already started");
   const config::Config c = config();
-  if (c.model.precision != "float") {
-    LOG(kWarning) << "model.precision '" << c.model.precision << "' is not implemented yet; serving float";
-  }
   metrics_->RegisterGauge("distilld_build_info", "Build information; the value is always 1.", {"version"})
       ->WithLabels({kVersion})
       ->Set(1);
@@ -368,6 +366,7 @@ Status Daemon::Start() {
   mo.warmup_batch_sizes = WarmupSizes(c.batching.max_batch_size);
   mo.metrics = metrics_.get();
   mo.clock = options_.clock;
+  mo.precision = c.model.precision;
   ASSIGN_OR_RETURN(models_, ModelManager::Create(mo));
   ASSIGN_OR_RETURN(storage::VersionRecord active, EnsureActiveVersion());
   RETURN_IF_ERROR(models_->Publish(active));

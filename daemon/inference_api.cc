@@ -105,7 +105,9 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
     const std::string c = std::to_string(o_.model.classes);
     body += "]}],\"outputs\":[{\"name\":\"logits\",\"datatype\":\"FP32\",\"shape\":[-1," + c +
             "]},{\"name\":\"probabilities\",\"datatype\":\"FP32\",\"shape\":[-1," + c +
-            "]},{\"name\":\"label\",\"datatype\":\"INT64\",\"shape\":[-1]}]}";
+            "]},{\"name\":\"label\",\"datatype\":\"INT64\",\"shape\":[-1]}],\"parameters\":{\"precision\":";
+    AppendJsonString(&body, o_.precision);
+    body += "}}";
     respond(MakeResponse(HttpStatus::ok, std::move(body)));
   }
 

@@ -24,6 +24,7 @@ struct InferenceApiOptions {
   ModelSignature model;
   std::string server_name = "distilld";
   std::string server_version;  // default: the project version
+  std::string precision = "float";  // reported in model metadata ("float" or "int8")
   // Required; not owned.
   Batcher* batcher = nullptr;
   ModelManager* models = nullptr;

@@ -14,6 +14,7 @@
 #include "daemon/demo.h"
 #include "daemon/serve.h"
 #include "daemon/version.h"
+#include "learner/compress_pipeline.h"
 #include "learner/offline.h"
 
 namespace {
@@ -96,6 +97,14 @@ int main(int argc, char** argv) {
   distill_cmd->add_flag("--labels-only", distill.labels_only, "Baseline: train the student on labels alone");
   distill_cmd->add_option("--report", distill_report, "Also write the report as JSON to this file");
 
+  distilld::learner::CompressOptions compress;
+  distill_cmd->add_option("--prune", compress.prune_fraction,
+                          "Then remove this fraction of the student's parameters (structured, with KD recovery)")
+      ->check(CLI::Range(0.0, 0.95));
+  distill_cmd->add_option("--prune-steps", compress.prune_steps, "Gradual pruning steps")->capture_default_str();
+  distill_cmd->add_option("--qat-bits", compress.qat_bits, "Then quantization-aware fine-tuning with 8- or 4-bit weights")
+      ->check(CLI::IsMember({8, 4}));
+  distill_cmd->add_flag("--int8", compress.int8, "Write the student with int8 dynamically quantized linear layers");
   distilld::daemon::DemoOptions demo;
   CLI::App* demo_cmd = app.add_subcommand(
       "demo", "Show a student learning while it serves: Fashion-MNIST in class-incremental phases");
@@ -160,6 +169,20 @@ int main(int argc, char** argv) {
     std::cout << r->ToText();
     if (!distill_report.empty()) std::ofstream(distill_report) << r->ToJson() << "\n";
     return kExitOk;
+    if (compress.prune_fraction > 0 || compress.qat_bits != 0 || compress.int8) {
+      compress.student_path = distill.output_path;
+      compress.teacher_path = distill.teacher_path;
+      compress.output_path = distill.output_path;
+      compress.data_dir = distill.data_dir;
+      compress.threads = distill.threads;
+      compress.progress = distill.progress;
+      auto c = distilld::learner::CompressStudent(compress);
+      if (!c.ok()) {
+        std::cerr << "distill: compression: " << c.status().ToString() << "\n";
+        return kExitFailure;
+      }
+      std::cout << c->ToText();
+    }
   }
   if (*demo_cmd) return distilld::daemon::RunDemo(demo);
 

@@ -7,10 +7,11 @@
 #include <mutex>
 #include <thread>
 
-// c10 (glog) defines LOG too; ours wins in this file.
-#undef LOG
-#include "common/log.h"
+#include "learner/compress_arch.h"
 #include "learner/model_io.h"
+#include "learner/quantize.h"
+// Last: replaces glog's LOG macro that LibTorch headers define.
+#include "common/log.h"
 
 namespace distilld::daemon {
 namespace {
@@ -122,6 +123,11 @@ class ModelManagerImpl final : public ModelManager {
 
   Result<torch::jit::Module> Prepare(torch::jit::Module module) {
     module.eval();
+    if (options_.precision == "int8") {
+      ASSIGN_OR_RETURN(learner::ArchSpec spec, learner::InferArchSpec(module, options_.input_shape));
+      ASSIGN_OR_RETURN(module, learner::QuantizeDynamicInt8(module, spec));
+      module.eval();
+    }
     if (!options_.optimize) return module;
     try {
       // optimize_for_inference freezes an unfrozen module itself.

@@ -321,5 +321,16 @@ TEST_CASE("end to end: learn a new class under load, then roll back, with zero f
   CHECK(failed == 0);
 }
 
+TEST_CASE("model.precision int8 serves a quantized student and reports it") {
+  Env env([](config::Config& c) { c.model.precision = "int8"; });
+  TcpClient c = env.Client();
+  Reply meta = c.Get("/v2/models/fashion");
+  REQUIRE(meta.status == 200);
+  CHECK(std::string(Parse(meta.body)["parameters"]["precision"].GetString()) == "int8");
+  // The int8 student still knows the classes the float one learned.
+  CHECK(ClassAccuracy(c, env.task, 0).first > 0.8);
+  CHECK(ClassAccuracy(c, env.task, 1).first > 0.8);
+}
+
 }  // namespace
 }  // namespace distilld::testing
