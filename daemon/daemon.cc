@@ -232,6 +232,9 @@ Status Daemon::StartLearner(int64_t active_version) {
   d.teacher = teacher;
   d.active_version = active_version;
   d.on_round_end = round_observer_;
+  learner_beat_ = std::make_unique<Heartbeat>();
+  Heartbeat* beat = learner_beat_.get();
+  d.on_heartbeat = [beat] { beat->Beat(); };
   ASSIGN_OR_RETURN(distiller_, learner::IncrementalDistiller::Create(std::move(d)));
   LOG(kInfo) << "learner ready: teacher " << teacher_path << ", round every " << c.learner.trigger_count
              << " samples or " << c.learner.trigger_interval_s << " s";
@@ -403,6 +406,8 @@ Status Daemon::Start() {
   ho.limits = LimitsFrom(c.server);
   ho.router = &router_;
   ho.metrics = metrics_.get();
+  ho.inherited = std::move(options_.listen_sockets);
+  options_.listen_sockets = {};
   ASSIGN_OR_RETURN(server_, HttpServer::Create(ho));
   RETURN_IF_ERROR(server_->Start());
   if (distiller_) RETURN_IF_ERROR(distiller_->Start());

@@ -35,9 +35,11 @@
 #include "daemon/capture.h"
 #include "daemon/http_server.h"
 #include "daemon/learning_api.h"
+#include "daemon/listen_fds.h"
 #include "daemon/metrics.h"
 #include "daemon/model_manager.h"
 #include "daemon/router.h"
+#include "daemon/sd_notify.h"
 #include "daemon/version_activator.h"
 #include "learner/distiller.h"
 #include "replaybuffer/replay_buffer.h"
@@ -51,6 +53,10 @@ struct DaemonOptions {
   Clock* clock = nullptr;
   // A --log-level from the command line; it wins over logging.level on reload.
   std::string log_level_override;
+  // Listening sockets from systemd (socket activation); when not empty the
+  // server serves on them instead of server.listen/server.unix_socket. The
+  // Daemon takes ownership of the fds. Default: none (bind from the config).
+  InheritedSockets listen_sockets;
 };
 
 class Daemon {
@@ -86,6 +92,10 @@ class Daemon {
   learner::IncrementalDistiller* distiller() const { return distiller_.get(); }
   VersionActivator* activator() const { return activator_.get(); }
   replaybuffer::ReplayBuffer* buffer() const { return buffer_.get(); }
+  // Beaten by the learner thread while idle (every poll) and per training
+  // step (real clock); null when the learner is disabled. For the systemd
+  // watchdog's liveness check, with Batcher::heartbeats().
+  const Heartbeat* learner_heartbeat() const { return learner_beat_.get(); }
 
  private:
   Daemon(const config::Config& config, const DaemonOptions& options);
@@ -109,6 +119,7 @@ class Daemon {
   std::unique_ptr<BlockingExecutor> executor_;
   std::unique_ptr<CaptureIndex> capture_;
   std::unique_ptr<VersionActivator> activator_;
+  std::unique_ptr<Heartbeat> learner_beat_;  // declared before distiller_: outlives its thread
   std::unique_ptr<learner::IncrementalDistiller> distiller_;
   LearningApiOptions learning_api_;
   Gauge* holdout_accuracy_ = nullptr;

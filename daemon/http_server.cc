@@ -1,5 +1,6 @@
 #include "daemon/http_server.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -135,7 +136,58 @@ class HttpServerImpl final : public HttpServer {
 
   ~HttpServerImpl() override { Stop(); }
 
+  // Socket activation: serve on the sockets systemd bound for us.
+  Status Adopt() {
+    InheritedSockets in = std::move(options_.inherited);
+    options_.inherited = {};
+    // Whatever is not adopted when an error returns is closed here.
+    auto close_from = [&in](size_t tcp_from, size_t unix_from) {
+      for (size_t i = tcp_from; i < in.tcp.size(); ++i) ::close(in.tcp[i].fd);
+      for (size_t i = unix_from; i < in.unix_stream.size(); ++i) ::close(in.unix_stream[i].fd);
+    };
+    for (size_t i = 0; i < in.tcp.size(); ++i) {
+      const InheritedSocket& s = in.tcp[i];
+      tcp::acceptor acceptor(net::make_strand(ioc_));
+      beast::error_code ec;
+      acceptor.assign(s.family == AF_INET6 ? tcp::v6() : tcp::v4(), s.fd, ec);
+      if (ec) {
+        close_from(i, 0);
+        return Status::IoError("cannot adopt inherited socket " + s.local_address + ": " + ec.message());
+      }
+      const tcp::endpoint local = acceptor.local_endpoint(ec);
+      auto listener = std::make_shared<Listener<tcp>>(ioc_, std::move(acceptor), core_);
+      if (!tcp_) {
+        tcp_ = listener;
+        bound_ = local;
+      } else {
+        extra_tcp_.push_back(listener);
+      }
+    }
+    for (size_t i = 0; i < in.unix_stream.size(); ++i) {
+      const InheritedSocket& s = in.unix_stream[i];
+      unix_proto::acceptor acceptor(net::make_strand(ioc_));
+      beast::error_code ec;
+      acceptor.assign(unix_proto(), s.fd, ec);
+      if (ec) {
+        close_from(in.tcp.size(), i);
+        return Status::IoError("cannot adopt inherited socket " + s.local_address + ": " + ec.message());
+      }
+      auto listener = std::make_shared<Listener<unix_proto>>(ioc_, std::move(acceptor), core_);
+      if (!unix_) {
+        unix_ = listener;
+        unix_bound_ = s.local_address;
+      } else {
+        extra_unix_.push_back(listener);
+      }
+    }
+    return Status::Ok();
+  }
+
   Status Bind() {
+    if (!options_.inherited.empty()) {
+      RETURN_IF_ERROR(Adopt());
+      return tcp_ || unix_ ? Status::Ok() : Status::InvalidArgument("no inherited listener");
+    }
     if (!options_.listen.empty()) {
       ASSIGN_OR_RETURN(tcp::endpoint ep, ParseListen(options_.listen));
       tcp::acceptor acceptor(net::make_strand(ioc_));
@@ -167,6 +219,7 @@ class HttpServerImpl final : public HttpServer {
       if (ec) return Status::IoError("cannot listen on unix socket " + path + ": " + ec.message());
       unix_ = std::make_shared<Listener<unix_proto>>(ioc_, std::move(acceptor), core_);
       unix_bound_ = path;
+      unlink_unix_ = true;
     }
     if (!tcp_ && !unix_) return Status::InvalidArgument("no listener configured (server.listen and server.unix_socket are empty)");
     return Status::Ok();
@@ -176,6 +229,8 @@ class HttpServerImpl final : public HttpServer {
     if (!threads_.empty()) return Status::FailedPrecondition("server already started");
     if (tcp_) tcp_->Run();
     if (unix_) unix_->Run();
+    for (auto& l : extra_tcp_) l->Run();
+    for (auto& l : extra_unix_) l->Run();
     for (int i = 0; i < std::max(1, options_.io_threads); ++i) {
       threads_.emplace_back([this] { ioc_.run(); });
     }
@@ -184,8 +239,7 @@ class HttpServerImpl final : public HttpServer {
 
   bool Drain(std::chrono::milliseconds timeout) override {
     core_->draining.store(true);
-    if (tcp_) tcp_->Close();
-    if (unix_) unix_->Close();
+    CloseListeners();
     std::vector<std::shared_ptr<internal::SessionBase>> live;
     {
       std::lock_guard<std::mutex> lock(core_->mu);
@@ -204,13 +258,19 @@ class HttpServerImpl final : public HttpServer {
     if (stopped_) return;
     stopped_ = true;
     core_->draining.store(true);
-    if (tcp_) tcp_->Close();
-    if (unix_) unix_->Close();
+    CloseListeners();
     work_.reset();
     ioc_.stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
-    if (!unix_bound_.empty()) ::unlink(unix_bound_.c_str());
+    if (unlink_unix_) ::unlink(unix_bound_.c_str());
+  }
+
+  void CloseListeners() {
+    if (tcp_) tcp_->Close();
+    if (unix_) unix_->Close();
+    for (auto& l : extra_tcp_) l->Close();
+    for (auto& l : extra_unix_) l->Close();
   }
 
   void SetLimits(const HttpLimits& l) override {
@@ -252,6 +312,9 @@ class HttpServerImpl final : public HttpServer {
   std::shared_ptr<Listener<unix_proto>> unix_;
   tcp::endpoint bound_;
   std::string unix_bound_;
+  bool unlink_unix_ = false;  // we bound it (an inherited socket file is systemd's)
+  std::vector<std::shared_ptr<Listener<tcp>>> extra_tcp_;  // inherited sockets beyond the first
+  std::vector<std::shared_ptr<Listener<unix_proto>>> extra_unix_;
   std::vector<std::thread> threads_;
   std::mutex stop_mu_;
   bool stopped_ = false;

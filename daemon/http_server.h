@@ -20,6 +20,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "daemon/listen_fds.h"
 #include "daemon/metrics.h"
 #include "daemon/router.h"
 
@@ -41,6 +42,13 @@ struct HttpServerOptions {
   // Unix socket path; "" disables it. A stale socket file is replaced.
   std::string unix_socket;
   uint32_t unix_socket_mode = 0660;
+  // Listening sockets passed by systemd (socket activation, TakeListenFds).
+  // When not empty the server adopts them (acceptor.assign) and binds
+  // nothing itself: `listen` and `unix_socket` are ignored, and the Unix
+  // socket file, which systemd owns, is never unlinked. The server takes
+  // ownership of the fds (also on error). tcp_port()/tcp_address() and
+  // unix_path() describe the first socket of each kind. Default: none.
+  InheritedSockets inherited;
   // Threads running the I/O loop. 1 suits 2-core edge boxes, where the
   // inference threads need the other core.
   int io_threads = 1;

@@ -57,7 +57,8 @@ int main(int argc, char** argv) {
   std::string log_level;
   app.add_option("--log-level", log_level, "debug, info, warning or error (overrides the config)");
 
-  std::string config_path = "/etc/distilld/distilld.yaml";
+  // $CONFIGURATION_DIRECTORY/distilld.yaml under systemd, else /etc/distilld.
+  std::string config_path = distilld::daemon::DefaultConfigPath();
   CLI::App* serve = app.add_subcommand("serve", "Run the daemon (the default command)");
   serve->add_option("-c,--config", config_path, "Configuration file")->capture_default_str();
   // `distilld --config FILE` is `distilld serve --config FILE`.
