@@ -33,11 +33,15 @@ std::string DistilldBinary() {
 }
 
 // A small daemon: tiny MLP, learner off, one I/O thread, relative state dir.
-std::string WriteConfig(const TempDir& dir, const std::string& listen = "127.0.0.1:0") {
+std::string WriteConfig(const TempDir& dir, const std::string& listen = "127.0.0.1:0",
+                        const std::string& unix_socket = "") {
   const std::string path = dir.str("distilld.yaml");
   std::ofstream(path) << "server:\n"
                          "  listen: \""
                       << listen
+                      << "\"\n"
+                         "  unix_socket: \""
+                      << unix_socket
                       << "\"\n"
                          "  io_threads: 1\n"
                          "  drain_timeout_ms: 2000\n"
@@ -172,9 +176,17 @@ void ExpectCleanStop(ChildProcess& child, NotifyListener& notify, const TempDir&
 TEST_CASE("daemon: READY after the port answers, watchdog at half the timeout, reload and stop") {
   TempDir dir;
   NotifyListener notify(dir.str());
-  const std::string config = WriteConfig(dir);
+  // A relative Unix socket, and no --config: the systemd directory rule.
+  WriteConfig(dir, "127.0.0.1:0", "distilld.sock");
+  fs::create_directories(dir.str("run"));
   ChildProcess child;
-  REQUIRE(child.Start(DaemonOptions(dir, notify, config)));
+  ChildProcess::Options o = DaemonOptions(dir, notify, "");
+  o.argv = {DistilldBinary(), "serve"};
+  for (auto& [name, value] : o.env) {
+    if (name == "CONFIGURATION_DIRECTORY") value = dir.str();
+    if (name == "RUNTIME_DIRECTORY") value = dir.str("run");
+  }
+  REQUIRE(child.Start(o));
 
   std::vector<NotifyMessage> startup = WaitReady(notify, dir);
   // Before READY=1: a start-up STATUS=, and no watchdog ping (systemd arms
@@ -193,8 +205,11 @@ TEST_CASE("daemon: READY after the port answers, watchdog at half the timeout, r
   REQUIRE(port > 0);
   CHECK(HttpGetTcp(port, "/v2/health/ready", milliseconds(2000)) == 200);
 
-  // $STATE_DIRECTORY rule: the relative state dir "state" lands under it.
+  // Paths: the config came from $CONFIGURATION_DIRECTORY, the relative
+  // state dir "state" lands under $STATE_DIRECTORY, the relative Unix socket
+  // under $RUNTIME_DIRECTORY.
   CHECK(fs::exists(dir.str("var-lib/state/registry.sqlite")));
+  CHECK(HttpGetUnix(dir.str("run/distilld.sock"), "/v2/health/ready") == 200);
 
   // Watchdog: WATCHDOG_USEC=1 s, so a ping every ~500 ms.
   std::vector<NotifyMessage> window = notify.ReceiveFor(milliseconds(3000));
@@ -228,6 +243,8 @@ TEST_CASE("daemon: READY after the port answers, watchdog at half the timeout, r
   CHECK(PingTimes(notify.ReceiveFor(milliseconds(1200))).size() >= 1);
 
   ExpectCleanStop(child, notify, dir);
+  // A socket file the daemon bound itself is its own to remove.
+  CHECK_FALSE(fs::exists(dir.str("run/distilld.sock")));
 }
 
 #ifdef DISTILLD_TEST_HOOKS
