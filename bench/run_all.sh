@@ -2,9 +2,12 @@
 # Runs every benchmark in bench/ in turn, then the demo, and rebuilds
 # docs/benchmarks.md and docs/demo-accuracy.svg.
 #
-#   bench/run_all.sh [BUILD_DIR]          (default: build/, configured if needed)
+#   bench/run_all.sh [BUILD_DIR]          (default: build-bench/)
 #   BENCH_ONLY="storage serving" bench/run_all.sh    # a subset:
-#       storage learner serving compress demo  (all by default)
+#       storage learner serving learning compress demo  (all by default)
+#
+# BUILD_DIR is configured with -DDISTILLD_BUILD_BENCH=ON; scripts/test and
+# scripts/demo configure build/ with the benchmarks off, hence a separate dir.
 #
 # Takes 30-60 minutes on a 2-core machine (compress ~17 min and the learner
 # benchmarks ~10 min on a loaded box; the first run also trains the learner
@@ -14,7 +17,8 @@
 # BUILD_DIR/bench-results/<UTC time>/*.log and is appended to docs/benchmarks.md.
 #
 # What is regenerated, honestly:
-#   - docs/benchmarks-serving.md: rewritten by serving_bench itself;
+#   - docs/benchmarks-serving.md and docs/benchmarks-learning.md: rewritten by
+#     serving_bench and learning_bench themselves;
 #   - docs/demo-accuracy.svg: by bench/plot_demo.py from the demo's summary;
 #   - docs/benchmarks.md: its header is kept, the fragments are merged below it
 #     and the raw logs appended (bench/merge_benchmarks.py);
@@ -24,8 +28,8 @@
 # Keep the machine otherwise idle: every figure here is sensitive to load.
 set -uo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
-build=$(realpath -m "${1:-$src/build}")
-only=${BENCH_ONLY:-storage learner serving compress demo}
+build=$(realpath -m "${1:-$src/build-bench}")
+only=${BENCH_ONLY:-storage learner serving learning compress demo}
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=$build/bench-results/$stamp
 work=$build/bench-work
@@ -57,12 +61,18 @@ step() {
 } >"$results/machine.txt"
 
 # 1. Build what the benchmarks need (two jobs: LibTorch units need ~1.5 GB each).
-[[ -f "$build/CMakeCache.txt" ]] ||
-  cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo || exit 1
+if [[ -f "$build/CMakeCache.txt" ]]; then
+  cmake -S "$src" -B "$build" -DDISTILLD_BUILD_BENCH=ON >/dev/null || exit 1
+else
+  cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDISTILLD_BUILD_BENCH=ON || exit 1
+fi
 targets=()
 wants storage && targets+=(bench_storage)
 wants learner && targets+=(bench_offline_quality bench_class_incremental bench_distill_throughput)
 wants serving && targets+=(serving_bench)
+# bench/learning is newer than this script's first version: run it where it exists.
+[[ -x "$src/bench/learning/run.sh" ]] || only=${only/learning/}
+wants learning && targets+=(learning_bench)
 wants compress && targets+=(bench_compress)
 wants demo && targets+=(distilld)
 cmake --build "$build" -j2 --target "${targets[@]}" || exit 1
@@ -94,6 +104,10 @@ fi
 # 4. Serving: wrk at 1/16/64 connections, in-process baseline, hot swaps.
 #    Rewrites docs/benchmarks-serving.md.
 wants serving && step serving "$src/bench/serving/run.sh" "$build" 10
+
+# 4b. Online learning: ingest through POST /v1/samples (wrk) against direct
+#     appends, and time to adapt. Rewrites docs/benchmarks-learning.md.
+wants learning && step learning "$src/bench/learning/run.sh" "$build"
 
 # 5. Compression (docs/benchmarks-compress.md); trains its own 20k-image teacher.
 if wants compress; then
