@@ -282,10 +282,10 @@ void Daemon::RegisterRoutes() {
   InferenceApiOptions api;
   api.model = SignatureFrom(c.model);
   api.server_version = kVersion;
+  api.precision = c.model.precision;
   api.batcher = batcher_.get();
   api.models = models_.get();
   api.serving = [this] { return !draining_.load(); };
-  api.precision = c.model.precision;
   if (c.server.auth_inference && auth_->enabled()) {
     const Authorizer* auth = auth_.get();
     api.authorize = [auth](const HttpRequest& req) {
@@ -366,10 +366,10 @@ Status Daemon::Start() {
   mo.input_shape = c.model.input_shape;
   mo.classes = c.model.classes;
   mo.optimize = c.model.optimize;
+  mo.precision = c.model.precision;
   mo.warmup_batch_sizes = WarmupSizes(c.batching.max_batch_size);
   mo.metrics = metrics_.get();
   mo.clock = options_.clock;
-  mo.precision = c.model.precision;
   ASSIGN_OR_RETURN(models_, ModelManager::Create(mo));
   ASSIGN_OR_RETURN(storage::VersionRecord active, EnsureActiveVersion());
   RETURN_IF_ERROR(models_->Publish(active));

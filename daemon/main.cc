@@ -97,7 +97,6 @@ int main(int argc, char** argv) {
   distill_cmd->add_option("--train-limit", distill.train_limit, "Use only the first N training images (0: all)");
   distill_cmd->add_flag("--labels-only", distill.labels_only, "Baseline: train the student on labels alone");
   distill_cmd->add_option("--report", distill_report, "Also write the report as JSON to this file");
-
   distilld::learner::CompressOptions compress;
   distill_cmd->add_option("--prune", compress.prune_fraction,
                           "Then remove this fraction of the student's parameters (structured, with KD recovery)")
@@ -106,6 +105,7 @@ int main(int argc, char** argv) {
   distill_cmd->add_option("--qat-bits", compress.qat_bits, "Then quantization-aware fine-tuning with 8- or 4-bit weights")
       ->check(CLI::IsMember({8, 4}));
   distill_cmd->add_flag("--int8", compress.int8, "Write the student with int8 dynamically quantized linear layers");
+
   distilld::daemon::DemoOptions demo;
   CLI::App* demo_cmd = app.add_subcommand(
       "demo", "Show a student learning while it serves: Fashion-MNIST in class-incremental phases");
@@ -169,7 +169,6 @@ int main(int argc, char** argv) {
     }
     std::cout << r->ToText();
     if (!distill_report.empty()) std::ofstream(distill_report) << r->ToJson() << "\n";
-    return kExitOk;
     if (compress.prune_fraction > 0 || compress.qat_bits != 0 || compress.int8) {
       compress.student_path = distill.output_path;
       compress.teacher_path = distill.teacher_path;
@@ -184,6 +183,7 @@ int main(int argc, char** argv) {
       }
       std::cout << c->ToText();
     }
+    return kExitOk;
   }
   if (*demo_cmd) return distilld::daemon::RunDemo(demo);
 
