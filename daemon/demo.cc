@@ -321,6 +321,8 @@ int RunDemo(const DemoOptions& o) {
     }
   };
 
+  report(0, 0, 0);  // the first student belongs to phase 0 (classes 0 and 1)
+  if (tty) std::cout << "\n";
   const std::vector<int64_t> shape = {1, 28, 28};
   const int64_t per = 28 * 28;
   const int64_t batch = 64;

@@ -31,7 +31,14 @@ Status VersionActivator::Publish(const storage::VersionRecord& version) {
 
 Result<int64_t> VersionActivator::Activate(int64_t version_id) {
   std::lock_guard<std::mutex> lock(mu_);
-  ASSIGN_OR_RETURN(storage::VersionRecord record, registry_->GetVersion(version_id));
+  Result<storage::VersionRecord> found = registry_->GetVersion(version_id);
+  if (!found.ok()) {
+    if (found.status().code() == StatusCode::kNotFound) {
+      return Status::NotFound("no stored version " + std::to_string(version_id));
+    }
+    return found.status();
+  }
+  storage::VersionRecord record = std::move(found).value();
   if (record.status == storage::VersionStatus::kRejected) {
     return Status::FailedPrecondition("version " + std::to_string(version_id) +
                                       " was rejected (" + record.note + ") and cannot be activated");
