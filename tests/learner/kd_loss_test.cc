@@ -78,6 +78,54 @@ TEST_CASE("gradients are non-zero for both terms") {
   }
 }
 
+TEST_CASE("the fused loss equals the op-by-op loss in value and gradient") {
+  torch::manual_seed(7);
+  for (bool teacher : {true, false}) {
+    for (double a : {0.0, 0.3, 1.0}) {
+      for (double temp : {1.0, 4.0}) {
+        CAPTURE(teacher);
+        CAPTURE(a);
+        CAPTURE(temp);
+        torch::Tensor base = torch::randn({16, 7}) * 3;
+        torch::Tensor t = teacher ? torch::randn({16, 7}) * 3 : torch::Tensor();
+        torch::Tensor labels = torch::randint(0, 7, {16}, torch::kInt64);
+        labels.index_put_({torch::arange(0, 16, 3)}, -1);  // some unlabelled
+        KdLossTerms r[2];
+        torch::Tensor grad[2];
+        for (int fused = 0; fused < 2; ++fused) {
+          torch::Tensor s = base.clone().set_requires_grad(true);
+          KdLossOptions o{a, temp};
+          o.fused = fused == 1;
+          auto res = KdLoss(s, t, labels, o);
+          REQUIRE(res.ok());
+          r[fused] = *res;
+          r[fused].total.backward();
+          grad[fused] = s.grad();
+        }
+        CHECK(r[1].total.item<double>() == doctest::Approx(r[0].total.item<double>()).epsilon(1e-6));
+        CHECK(r[1].ce == doctest::Approx(r[0].ce).epsilon(1e-6));
+        CHECK(r[1].kd == doctest::Approx(r[0].kd).epsilon(1e-6));
+        CHECK(r[1].labelled == r[0].labelled);
+        CHECK((grad[1] - grad[0]).abs().max().item<double>() < 1e-6);
+        CHECK(grad[0].abs().max().item<double>() > 1e-3);
+      }
+    }
+  }
+  // The fused path takes a non-contiguous student too, and checks labels the same way.
+  torch::Tensor st = torch::randn({5, 4}).t().set_requires_grad(true);
+  auto r = KdLoss(st, torch::randn({4, 5}), L({0, 4, -1, 2}), {0.5, 2.0});
+  REQUIRE(r.ok());
+  KdLossOptions slow{0.5, 2.0};
+  slow.fused = false;
+  torch::Tensor t2 = torch::randn({4, 5});
+  auto a = KdLoss(st, t2, L({0, 4, -1, 2}), {0.5, 2.0});
+  auto b = KdLoss(st, t2, L({0, 4, -1, 2}), slow);
+  REQUIRE((a.ok() && b.ok()));
+  CHECK(a->total.item<double>() == doctest::Approx(b->total.item<double>()).epsilon(1e-6));
+  CHECK(KdLoss(st, t2, L({0, 5, -1, 2}), {}).status().code() == StatusCode::kInvalidArgument);
+  CHECK(KdLoss(st, torch::Tensor(), L({-1, -1, -1, -1}), {}).status().code() == StatusCode::kInvalidArgument);
+}
+
 TEST_CASE("temperature schedule") {
   TemperatureScheduleOptions c{2.0, 8.0, "constant"};
   CHECK(TemperatureAt(c, 5, 10) == 2.0);
