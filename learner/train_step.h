@@ -44,6 +44,11 @@ struct StepOptions {
   // Called after backward(), before the optimizer updates: the place to
   // allreduce gradients across processes. Optional.
   std::function<Status()> before_update;
+  // For a built-in MLP (BuildModel kind "mlp", recognised by its exact
+  // TorchScript code), run forward as the same ATen ops on the module's own
+  // parameter tensors instead of through the interpreter. Same ops, same
+  // autograd graph, same weights; any other module runs its forward().
+  bool direct_builtin_mlp = true;
 };
 
 struct StepStats {
@@ -59,7 +64,18 @@ struct StepStats {
 Result<StepStats> TrainStep(torch::jit::Module& student, torch::optim::Optimizer& optimizer,
                             const Batch& batch, const StepOptions& options);
 
-// "adam" or "sgd" (momentum 0.9) over `params`; InvalidArgument otherwise.
+// torch::optim::Adam whose step() updates each float32 CPU parameter in one
+// fused pass (moments, bias correction, update) instead of eight ATen ops and
+// two temporaries. Same algorithm, options, state and serialisation as Adam;
+// other parameters (and amsgrad) take Adam's op-by-op path.
+class FusedAdam : public torch::optim::Adam {
+ public:
+  using torch::optim::Adam::Adam;
+  torch::Tensor step(LossClosure closure = nullptr) override;
+};
+
+// "adam" (FusedAdam) or "sgd" (momentum 0.9) over `params`; InvalidArgument
+// otherwise.
 Result<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(const std::string& name, double lr,
                                                                std::vector<torch::Tensor> params);
 

@@ -119,6 +119,144 @@ TEST_CASE("feature distillation step trains the projector too") {
   CHECK(FeatureWidth(*student, "nope", {1, 2, 2}).status().code() == StatusCode::kInvalidArgument);
 }
 
+// Loss, gradients (captured before the update) and updated parameters of one
+// TrainStep on a fresh clone of `base`.
+struct StepResult {
+  StepStats stats;
+  std::vector<torch::Tensor> grads, params;
+};
+StepResult OneStep(const torch::jit::Module& base, const Batch& b, bool direct) {
+  StepResult out;
+  auto student = CloneForTraining(base);
+  REQUIRE(student.ok());
+  std::vector<torch::Tensor> params;
+  for (const auto& p : student->parameters()) params.push_back(p);
+  auto opt = MakeOptimizer("adam", 0.01, params);
+  REQUIRE(opt.ok());
+  StepOptions so;
+  so.direct_builtin_mlp = direct;
+  so.before_update = [&] {
+    for (const auto& p : params) out.grads.push_back(p.grad().clone());
+    return Status::Ok();
+  };
+  auto st = TrainStep(*student, **opt, b, so);
+  REQUIRE(st.ok());
+  out.stats = *st;
+  for (const auto& p : params) out.params.push_back(p.detach().clone());
+  return out;
+}
+
+void CheckSameStep(const StepResult& a, const StepResult& b) {
+  CHECK(a.stats.loss == doctest::Approx(b.stats.loss).epsilon(1e-6));
+  CHECK(a.stats.ce == doctest::Approx(b.stats.ce).epsilon(1e-6));
+  CHECK(a.stats.kd == doctest::Approx(b.stats.kd).epsilon(1e-6));
+  REQUIRE(a.grads.size() == b.grads.size());
+  for (size_t i = 0; i < a.grads.size(); ++i) {
+    CAPTURE(i);
+    CHECK((a.grads[i] - b.grads[i]).abs().max().item<double>() < 1e-6);
+    CHECK((a.params[i] - b.params[i]).abs().max().item<double>() < 1e-6);
+  }
+}
+
+Batch RandomKdBatch(int64_t n, std::vector<int64_t> shape, int64_t classes) {
+  Batch b;
+  shape.insert(shape.begin(), n);
+  b.inputs = torch::rand(shape);
+  b.teacher_logits = torch::randn({n, classes}) * 3;
+  b.labels = torch::randint(0, classes, {n}, torch::kInt64);
+  b.labels.index_put_({torch::arange(0, n, 4)}, -1);
+  return b;
+}
+
+TEST_CASE("the direct built-in MLP forward gives the interpreter's loss, gradients and update") {
+  torch::manual_seed(3);
+  for (std::vector<int64_t> hidden : {std::vector<int64_t>{16}, std::vector<int64_t>{16, 8}}) {
+    auto base = BuildModel(ArchSpec{"mlp", {1, 4, 4}, 5, hidden, {}}, 11);
+    REQUIRE(base.ok());
+    Batch b = RandomKdBatch(32, {1, 4, 4}, 5);
+    StepResult direct = OneStep(*base, b, true), interp = OneStep(*base, b, false);
+    CHECK(direct.grads.size() == 2 * hidden.size() + 2);
+    CheckSameStep(direct, interp);
+    // A saved and reloaded model (as Python or a restart sees it) too.
+    testing::TempDir dir;
+    base->save(dir.str("m.pt"));
+    torch::jit::Module loaded = torch::jit::load(dir.str("m.pt"));
+    CheckSameStep(OneStep(loaded, b, true), interp);
+  }
+}
+
+TEST_CASE("a module with the built-in MLP's name and parameters but other code runs its own forward") {
+  torch::manual_seed(4);
+  auto base = BuildModel(TinyMlp(), 3);
+  REQUIRE(base.ok());
+  torch::jit::Module other("DistilldMlp");
+  for (const auto& p : base->named_parameters()) {
+    other.register_parameter(p.name, p.value.detach().clone().set_requires_grad(true), false);
+  }
+  other.define(
+      "def features(self, x):\n"
+      "        h = x.float()\n"
+      "        h = h.flatten(1)\n"
+      "        h = torch.tanh(torch.linear(h, self.fc0_weight, self.fc0_bias))\n"
+      "        return h\n\n"
+      "def forward(self, x):\n"
+      "        return torch.linear(self.features(x), self.out_weight, self.out_bias)\n");
+  Batch b = RandomKdBatch(16, {1, 2, 2}, 3);
+  StepResult direct = OneStep(other, b, true), interp = OneStep(other, b, false);
+  CheckSameStep(direct, interp);
+  // And it really differs from the ReLU model (so the check above means something).
+  StepResult relu = OneStep(*base, b, false);
+  CHECK(relu.stats.loss != doctest::Approx(interp.stats.loss).epsilon(1e-6));
+}
+
+TEST_CASE("FusedAdam updates like torch::optim::Adam") {
+  torch::manual_seed(5);
+  for (double wd : {0.0, 0.01}) {
+    CAPTURE(wd);
+    // Odd sizes (vector tail), a large one (parallel chunks), a non-contiguous one (op-by-op path).
+    std::vector<torch::Tensor> init = {torch::randn({7, 3}), torch::randn({70001}), torch::randn({5}),
+                                       torch::randn({6, 4})};
+    std::vector<torch::Tensor> pa, pb, start;
+    for (size_t i = 0; i < init.size(); ++i) {
+      torch::Tensor x = i == 3 ? init[i].t() : init[i];
+      start.push_back(x.clone());
+      pa.push_back(x.clone().detach().set_requires_grad(true));
+      pb.push_back(i == 3 ? init[i].clone().t().detach().set_requires_grad(true)
+                          : x.clone().detach().set_requires_grad(true));
+    }
+    CHECK_FALSE(pb[3].is_contiguous());
+    torch::optim::Adam ref(pa, torch::optim::AdamOptions(0.01).weight_decay(wd));
+    FusedAdam fused(pb, torch::optim::AdamOptions(0.01).weight_decay(wd));
+    for (int step = 0; step < 5; ++step) {
+      for (size_t i = 0; i < pa.size(); ++i) {
+        torch::Tensor g = torch::randn(pa[i].sizes()) * (step + 1);
+        if (i == 2 && step == 1) g.zero_();
+        pa[i].mutable_grad() = g.clone();
+        pb[i].mutable_grad() = g.clone();
+      }
+      ref.step();
+      fused.step();
+    }
+    for (size_t i = 0; i < pa.size(); ++i) {
+      CAPTURE(i);
+      CHECK((pa[i] - pb[i]).abs().max().item<double>() < 1e-6);
+      CHECK((pa[i] - start[i]).abs().max().item<double>() > 1e-3);  // it moved
+    }
+  }
+  // amsgrad goes op by op and still matches.
+  torch::Tensor a = torch::randn({9}).set_requires_grad(true), b = a.detach().clone().set_requires_grad(true);
+  torch::optim::Adam ref(std::vector<torch::Tensor>{a}, torch::optim::AdamOptions(0.1).amsgrad(true));
+  FusedAdam fused(std::vector<torch::Tensor>{b}, torch::optim::AdamOptions(0.1).amsgrad(true));
+  for (int step = 0; step < 3; ++step) {
+    torch::Tensor g = torch::randn({9});
+    a.mutable_grad() = g.clone();
+    b.mutable_grad() = g.clone();
+    ref.step();
+    fused.step();
+  }
+  CHECK((a - b).abs().max().item<double>() < 1e-6);
+}
+
 TEST_CASE("samples and tensors convert both ways") {
   torch::Tensor x = torch::arange(8, torch::kFloat32).reshape({2, 1, 2, 2});
   std::vector<storage::Sample> s = {TensorToSample(x[0], 1), TensorToSample(x[1], std::nullopt)};
