@@ -420,21 +420,24 @@ class DistillerImpl final : public IncrementalDistiller {
       }
     }
     if (!to_split.empty()) {
-      std::vector<storage::Sample> copy = to_split;
-      ASSIGN_OR_RETURN(std::vector<storage::Sample> kept, o_.holdout->Split(std::move(copy)));
-      // Split keeps order, so walking both lists finds the held-out ones.
-      std::vector<storage::Mutation> m;
-      size_t k = 0;
-      for (size_t j = 0; j < to_split.size(); ++j) {
-        if (k < kept.size() && kept[k] == to_split[j]) {
-          rs->train_new.push_back(std::move(kept[k++]));
-        } else {
-          m.push_back({storage::Family::kIncoming,
-                       storage::SampleStore::IncomingKey(incoming[split_index[j]].id), std::nullopt});
+      // One atomic write holds the held-out samples, their deletion from
+      // "incoming" and the split marker: after a crash a sample is either
+      // held out or still trainable, never both.
+      const storage::SampleId last_id = rs->last_id;
+      auto also = [&](const std::vector<bool>& held) {
+        std::vector<storage::Mutation> m;
+        for (size_t j = 0; j < held.size(); ++j) {
+          if (held[j]) {
+            m.push_back({storage::Family::kIncoming,
+                         storage::SampleStore::IncomingKey(incoming[split_index[j]].id), std::nullopt});
+          }
         }
-      }
-      m.push_back({storage::Family::kState, kSplitKey, EncodeU64(rs->last_id)});
-      RETURN_IF_ERROR(o_.store->Apply(m).WithContext("recording the holdout split"));
+        m.push_back({storage::Family::kState, kSplitKey, EncodeU64(last_id)});
+        return m;
+      };
+      std::vector<storage::Sample> copy = to_split;
+      ASSIGN_OR_RETURN(std::vector<storage::Sample> kept, o_.holdout->Split(std::move(copy), also));
+      for (auto& s : kept) rs->train_new.push_back(std::move(s));
     }
     if (StopRequested()) return Status::Aborted("stopped");
 
@@ -474,18 +477,21 @@ class DistillerImpl final : public IncrementalDistiller {
     }
 
     // 8. Consume: replay buffer, cursor, delete incoming.
+    // The offer, the cursor and the deletion of the consumed samples are one
+    // atomic write, so a crash never offers the same samples twice.
     SetState("consuming");
-    if (!rs->train_new.empty()) {
-      Status offered = o_.buffer->Offer(rs->train_new, rng_);
-      if (!offered.ok()) {
-        LOG(kError) << "learner: replay buffer offer failed: " << offered.ToString();
-      }
-    }
     std::vector<storage::Mutation> m;
     for (storage::SampleId id : rs->consumed) {
       m.push_back({storage::Family::kIncoming, storage::SampleStore::IncomingKey(id), std::nullopt});
     }
     m.push_back({storage::Family::kState, kCursorKey, EncodeU64(rs->last_id)});
+    if (!rs->train_new.empty()) {
+      Status offered = o_.buffer->Offer(rs->train_new, rng_, m);
+      if (offered.ok()) return Status::Ok();
+      // The buffer refused the samples (e.g. one the policy cannot file); the
+      // round's work stands, so the cursor still advances without them.
+      LOG(kError) << "learner: replay buffer offer failed: " << offered.ToString();
+    }
     RETURN_IF_ERROR(o_.store->Apply(m).WithContext("advancing the learner cursor"));
     return Status::Ok();
   }

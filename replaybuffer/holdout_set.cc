@@ -60,11 +60,13 @@ class HoldoutSetImpl final : public HoldoutSet {
     return Status::Ok();
   }
 
-  Result<std::vector<storage::Sample>> Split(std::vector<storage::Sample> samples) override {
+  Result<std::vector<storage::Sample>> Split(std::vector<storage::Sample> samples,
+                                             const AlsoWrite& also) override {
     std::lock_guard<std::mutex> lock(mu_);
     Counters next = counters_;
     std::vector<Mutation> m;
     std::vector<storage::Sample> train;
+    std::vector<bool> held_out(samples.size(), false);
     train.reserve(samples.size());
     for (size_t i = 0; i < samples.size(); ++i) {
       storage::Sample& s = samples[i];
@@ -85,10 +87,14 @@ class HoldoutSetImpl final : public HoldoutSet {
       Result<std::string> v = storage::EncodeSample(s);
       if (!v.ok()) return v.status().WithContext("sample " + std::to_string(i));
       m.push_back({Family::kHoldout, Key(next.next_seq++), std::move(v).value()});
+      held_out[i] = true;
       next.held[cls] += 1;
       next.size += 1;
     }
     m.push_back({Family::kState, state_key_, EncodeCounters(next)});
+    if (also) {
+      for (Mutation& x : also(held_out)) m.push_back(std::move(x));
+    }
     RETURN_IF_ERROR(store_->Apply(m).WithContext("holdout " + options_.name));
     counters_ = std::move(next);
     return train;

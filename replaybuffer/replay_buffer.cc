@@ -251,7 +251,8 @@ class ReplayBufferImpl final : public ReplayBuffer {
     return Status::Ok();
   }
 
-  Status Offer(std::span<const storage::Sample> samples, std::mt19937_64& rng) override {
+  Status Offer(std::span<const storage::Sample> samples, std::mt19937_64& rng,
+               std::span<const Mutation> also) override {
     std::vector<uint64_t> sizes(samples.size());
     for (size_t i = 0; i < samples.size(); ++i) {
       if (options_.policy == Policy::kClassBalanced && !samples[i].EffectiveClass()) {
@@ -298,6 +299,7 @@ class ReplayBufferImpl final : public ReplayBuffer {
 
     std::vector<Mutation> m;
     RETURN_IF_ERROR(AppendWrites(next, ed.touched(), &m));
+    m.insert(m.end(), also.begin(), also.end());
     RETURN_IF_ERROR(store_->Apply(m).WithContext("replay buffer " + options_.name));
     state_ = std::move(next);
     return Status::Ok();

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <random>
@@ -69,7 +70,15 @@ class ReplayBuffer {
 
   // Considers each sample for admission under the policy, then persists the
   // result atomically. On error nothing changes (in memory or on disk).
-  virtual Status Offer(std::span<const storage::Sample> samples, std::mt19937_64& rng) = 0;
+  Status Offer(std::span<const storage::Sample> samples, std::mt19937_64& rng) {
+    return Offer(samples, rng, {});
+  }
+  // As above, and `also` (the caller's own records, e.g. the learner's cursor
+  // and the deletion of the consumed incoming samples) goes into the same
+  // atomic write, so a crash can never leave the samples both offered and
+  // still pending.
+  virtual Status Offer(std::span<const storage::Sample> samples, std::mt19937_64& rng,
+                       std::span<const storage::Mutation> also) = 0;
   // min(n, size) samples drawn uniformly without replacement.
   virtual Result<std::vector<storage::Sample>> Sample(size_t n, std::mt19937_64& rng) = 0;
   virtual BufferStats Stats() const = 0;
@@ -94,8 +103,17 @@ class HoldoutSet {
 
   // Splits a batch: for each class, enough labelled samples are held out (and
   // stored durably) to keep that class's held-out share at `fraction`; the
-  // rest, and every unlabelled sample, are returned for training.
-  virtual Result<std::vector<storage::Sample>> Split(std::vector<storage::Sample> samples) = 0;
+  // rest, and every unlabelled sample, are returned for training, in order.
+  Result<std::vector<storage::Sample>> Split(std::vector<storage::Sample> samples) {
+    return Split(std::move(samples), nullptr);
+  }
+  // Given held[i] (whether samples[i] was held out), the caller's records to
+  // write in the same atomic batch as the split: the learner deletes the
+  // held-out samples from "incoming" and records how far it has split, so a
+  // crash can never leave a sample both held out and trainable.
+  using AlsoWrite = std::function<std::vector<storage::Mutation>(const std::vector<bool>& held)>;
+  virtual Result<std::vector<storage::Sample>> Split(std::vector<storage::Sample> samples,
+                                                     const AlsoWrite& also) = 0;
   // Adds samples to the held-out set directly (tests, offline tools).
   virtual Status Add(std::span<const storage::Sample> samples) = 0;
   virtual Result<std::vector<storage::Sample>> All() = 0;

@@ -2,9 +2,15 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <random>
 #include <thread>
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#include <cerrno>
 
 #include "learner/distiller.h"
 #include "learner/train_step.h"
@@ -306,6 +312,70 @@ TEST_CASE("the interval trigger needs min_samples and the elapsed time") {
   REQUIRE(WaitFor([&] { return (*d)->Progress().rounds_completed >= 1; }, 30));
   (*d)->Stop();
   CHECK(f.registry->ListRounds(5)->front().trigger == "interval");
+}
+
+TEST_CASE("the learner thread runs at its own nice value and thread count; callers keep theirs") {
+  Fixture f;
+  DistillerOptions o = f.Options();
+  o.nice = 3;
+  o.threads = 1;
+  errno = 0;
+  const int caller_nice = ::getpriority(PRIO_PROCESS, 0);
+  REQUIRE(errno == 0);
+  const int caller_threads = at::get_num_threads();
+  std::mutex mu;
+  int learner_nice = -100;
+  int learner_threads = -1;
+  o.on_round_end = [&](const storage::RoundRecord&) {
+    std::lock_guard<std::mutex> lock(mu);
+    errno = 0;
+    // The calling thread is the learner thread (see DistillerOptions).
+    learner_nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
+    learner_threads = at::get_num_threads();
+  };
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  REQUIRE((*d)->Start().ok());
+  f.Append(Blobs(60, 9));
+  REQUIRE((*d)->RequestRound().ok());
+  REQUIRE(WaitFor([&] { return (*d)->Progress().rounds_completed >= 1; }, 30));
+  (*d)->Stop();
+  std::lock_guard<std::mutex> lock(mu);
+  // Raising a nice value needs no privilege, so this holds for any user.
+  CHECK(learner_nice == std::min(19, caller_nice + 3));
+  CHECK(learner_threads == 1);
+  CHECK(::getpriority(PRIO_PROCESS, 0) == caller_nice);
+  CHECK(at::get_num_threads() == caller_threads);
+}
+
+TEST_CASE("after a round every consumed sample is in exactly one place: holdout or trained and offered") {
+  Fixture f;
+  DistillerOptions o = f.Options();
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  REQUIRE((*d)->Start().ok());
+  const std::vector<storage::Sample> samples = Blobs(150, 10);
+  std::map<int64_t, int> per_class;
+  for (const auto& s : samples) per_class[*s.label] += 1;
+  uint64_t expected_held = 0;  // the stratified share: floor(0.2 * n) per class
+  for (const auto& [c, n] : per_class) expected_held += static_cast<uint64_t>(n / 5);
+  f.Append(samples);
+  REQUIRE((*d)->RequestRound().ok());
+  REQUIRE(WaitFor([&] { return (*d)->Progress().rounds_completed >= 1; }, 30));
+  (*d)->Stop();
+  CHECK(*f.store->CountIncoming(0) == 0);
+  const uint64_t held = f.holdout->size();
+  CHECK(held == expected_held);
+  CHECK(f.buffer->Stats().seen == 150 - held);
+  // No held-out sample was offered to the replay buffer.
+  std::mt19937_64 rng(1);
+  auto in_buffer = f.buffer->Sample(1000, rng);
+  auto in_holdout = f.holdout->All();
+  REQUIRE(in_buffer.ok());
+  REQUIRE(in_holdout.ok());
+  for (const auto& h : *in_holdout) {
+    for (const auto& b : *in_buffer) CHECK_FALSE(h.data == b.data);
+  }
 }
 
 TEST_CASE("RequestRound, and Stop is prompt and leaves no version behind") {

@@ -86,6 +86,45 @@ TEST_CASE("holdout: a stratified 10% per class, persisted, never returned for tr
   CHECK(train->size() == 90);
 }
 
+TEST_CASE("holdout: Split tells the caller which samples it held out and writes its records atomically") {
+  testing::TempDir dir;
+  std::vector<Sample> batch;
+  for (int i = 0; i < 40; ++i) batch.push_back(Labelled(i, i % 2));
+  batch.push_back(Labelled(40, std::nullopt));
+  std::vector<bool> seen_mask;
+  {
+    auto store = OpenStore(dir.str("db"));
+    auto h = OpenHoldout(store.get());
+    auto train = h->Split(batch, [&](const std::vector<bool>& held) {
+      seen_mask = held;
+      std::vector<storage::Mutation> m;
+      for (size_t i = 0; i < held.size(); ++i) {
+        if (held[i]) m.push_back({storage::Family::kState, "test/held/" + std::to_string(i), std::string("1")});
+      }
+      return m;
+    });
+    REQUIRE(train.ok());
+    REQUIRE(seen_mask.size() == batch.size());
+    CHECK_FALSE(seen_mask.back());  // unlabelled: never held out
+    size_t held_count = 0;
+    std::set<std::string> train_ids;
+    for (auto& s : *train) train_ids.insert(s.request_id);
+    for (size_t i = 0; i < batch.size(); ++i) {
+      // The mask agrees with what came back for training.
+      CHECK(seen_mask[i] == (train_ids.count(batch[i].request_id) == 0));
+      if (seen_mask[i]) ++held_count;
+    }
+    CHECK(held_count == h->size());
+    CHECK(held_count == 4);
+  }
+  auto store = OpenStore(dir.str("db"));
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto got = store->Get(storage::Family::kState, "test/held/" + std::to_string(i));
+    REQUIRE(got.ok());
+    CHECK(got->has_value() == seen_mask[i]);
+  }
+}
+
 TEST_CASE("holdout: max_samples bounds the set; Add validates") {
   testing::TempDir dir;
   auto store = OpenStore(dir.str("db"));

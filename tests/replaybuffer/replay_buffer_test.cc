@@ -359,6 +359,37 @@ TEST_CASE("a failed Offer changes nothing, in memory or on disk") {
   CHECK(All(*buf) == contents);
 }
 
+TEST_CASE("Offer writes the caller's records in the same atomic batch, or none of them") {
+  testing::TempDir dir;
+  ReplayBufferOptions o;
+  o.capacity = 10;
+  o.policy = Policy::kReservoir;
+  std::mt19937_64 rng(7);
+  {
+    auto store = OpenStore(dir.str("db"));
+    auto buf = OpenBuffer(store.get(), o);
+    std::vector<storage::Mutation> also = {{storage::Family::kState, "test/cursor", std::string("5")},
+                                           {storage::Family::kState, "test/gone", std::nullopt}};
+    REQUIRE(store->Apply(std::vector<storage::Mutation>{{storage::Family::kState, "test/gone", "x"}}).ok());
+    std::vector<Sample> batch = {Item(0, 1), Item(1, 2)};
+    REQUIRE(buf->Offer(batch, rng, also).ok());
+    CHECK(**store->Get(storage::Family::kState, "test/cursor") == "5");
+    CHECK_FALSE(store->Get(storage::Family::kState, "test/gone")->has_value());
+
+    // A refused offer writes none of the caller's records either.
+    std::vector<Sample> bad = {Item(2, 1)};
+    bad[0].data.push_back('x');
+    std::vector<storage::Mutation> also2 = {{storage::Family::kState, "test/cursor", std::string("9")}};
+    CHECK(buf->Offer(bad, rng, also2).code() == StatusCode::kInvalidArgument);
+    CHECK(**store->Get(storage::Family::kState, "test/cursor") == "5");
+    CHECK(buf->Stats().seen == 2);
+  }
+  auto store = OpenStore(dir.str("db"));
+  auto buf = OpenBuffer(store.get(), o);
+  CHECK(buf->Stats().seen == 2);
+  CHECK(**store->Get(storage::Family::kState, "test/cursor") == "5");
+}
+
 TEST_CASE("a corrupt record is skipped on open and the buffer repaired") {
   testing::TempDir dir;
   ReplayBufferOptions o;
