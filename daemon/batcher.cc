@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -68,12 +69,14 @@ class BatcherImpl final : public Batcher {
                                    " samples)");
       }
       queued_samples_ += task.batch;
+      queue_.push_back({std::move(task), options_.clock->MonotonicMicros()});
       // Wake an inference thread only when there is something new for it to
       // decide: the first request starts the delay clock, and a full batch
-      // ends it. Waking it for every request in between costs a futex round
-      // trip per request and decides nothing.
-      notify = queue_.empty() || queued_samples_ >= limits_.max_batch_size;
-      queue_.push_back({std::move(task), options_.clock->MonotonicMicros()});
+      // or the expected number of requests ends it. Waking it for every
+      // request in between costs a futex round trip per request and decides
+      // nothing.
+      notify = queue_.size() == 1 || queued_samples_ >= limits_.max_batch_size ||
+               (limits_.early_dispatch && static_cast<int64_t>(queue_.size()) == TargetLocked());
       if (queued_gauge_ != nullptr) queued_gauge_->Set(static_cast<double>(queued_samples_));
     }
     if (notify) cv_.notify_one();
@@ -96,6 +99,11 @@ class BatcherImpl final : public Batcher {
   int64_t queued_samples() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return queued_samples_;
+  }
+
+  int64_t early_dispatch_target() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return TargetLocked();
   }
 
   void Stop() override {
@@ -127,8 +135,10 @@ class BatcherImpl final : public Batcher {
       beat->Beat();
       if (queue_.empty()) return false;  // stopping and drained
       // Wait for more samples until the oldest request's deadline, unless
-      // the batch is already full or we are draining for shutdown.
+      // the batch is already full, the expected requests are all here, or
+      // we are draining for shutdown.
       while (!stopping_ && !queue_.empty() && queued_samples_ < limits_.max_batch_size) {
+        if (limits_.early_dispatch && static_cast<int64_t>(queue_.size()) >= TargetLocked()) break;
         const int64_t deadline_us = queue_.front().enqueued_us + limits_.max_queue_delay_us;
         const int64_t now = options_.clock->MonotonicMicros();
         if (now >= deadline_us) break;
@@ -146,6 +156,7 @@ class BatcherImpl final : public Batcher {
       }
       queued_samples_ -= samples;
       if (queued_gauge_ != nullptr) queued_gauge_->Set(static_cast<double>(queued_samples_));
+      requests_per_batch_ += kRequestsAlpha * (static_cast<double>(batch->size()) - requests_per_batch_);
       return true;
     }
   }
@@ -231,6 +242,9 @@ class BatcherImpl final : public Batcher {
     }
   }
 
+  // Requests per batch an idle thread waits for before the delay is up.
+  int64_t TargetLocked() const { return std::max<int64_t>(1, std::llround(requests_per_batch_)); }
+
   void Complete(Queued& q, Result<InferOutput> result, int64_t) {
     auto done = std::move(q.task.done);
     if (done) done(std::move(result));
@@ -244,6 +258,9 @@ class BatcherImpl final : public Batcher {
   std::deque<Queued> queue_;       // guarded by mu_
   int64_t queued_samples_ = 0;     // guarded by mu_
   bool stopping_ = false;          // guarded by mu_
+  // Moving average of requests per dispatched batch; weight of the newest.
+  static constexpr double kRequestsAlpha = 0.5;
+  double requests_per_batch_ = 1.0;  // guarded by mu_
   std::mutex join_mu_;
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<Heartbeat>> beats_;  // one per thread; fixed before they start

@@ -7,6 +7,17 @@
 // arrive. The queue is bounded in samples: a request that does not fit is
 // refused with Unavailable (HTTP 503) immediately rather than waiting.
 //
+// Early dispatch (BatchingLimits::early_dispatch, on by default): an idle
+// inference thread does not wait out the delay once the queue holds as many
+// requests as recent batches did (a moving average of requests per batch,
+// starting at 1). Closed-loop clients send their next request only after
+// their answer, so N busy clients put about N requests in each batch: a lone
+// client is served at once instead of after max_queue_delay_us, N clients
+// are served once all N have arrived, and a batch that ends at the deadline
+// with fewer lowers the expectation. While the thread is busy, requests
+// still accumulate and the next batch takes all of them (up to
+// max_batch_size), which also raises the expectation when load grows.
+//
 // Each batch runs on the ModelManager's active version taken when the batch
 // starts, so every result names the version that computed it, even while a
 // swap happens. A request pinned to a version (…/versions/{v}/infer) runs on
@@ -51,6 +62,9 @@ struct BatchingLimits {
   int max_batch_size = 64;           // samples per forward pass
   int64_t max_queue_delay_us = 500;  // wait for more after the oldest request
   int queue_capacity = 4096;         // samples queued; Unavailable beyond
+  // Dispatch before the delay once the queue holds the expected number of
+  // requests (see above). false: always wait for a full batch or the delay.
+  bool early_dispatch = true;
 };
 
 struct BatcherOptions {
@@ -85,6 +99,9 @@ class Batcher {
   virtual BatchingLimits limits() const = 0;
   // Samples currently queued.
   virtual int64_t queued_samples() const = 0;
+  // Requests an idle inference thread currently waits for before it
+  // dispatches early (>= 1); meaningful only with early_dispatch.
+  virtual int64_t early_dispatch_target() const = 0;
   // Refuses new tasks, runs every queued one, joins the threads. Idempotent.
   virtual void Stop() = 0;
   // One liveness marker per inference thread (real clock), beaten while it

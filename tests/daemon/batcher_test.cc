@@ -34,8 +34,9 @@ struct Fixture {
     REQUIRE(models->PublishModule(1, daemon::testing::TinyModel(5), "").ok());
   }
 
-  std::unique_ptr<Batcher> Make(BatchingLimits limits, int threads = 1) {
+  std::unique_ptr<Batcher> Make(BatchingLimits limits, int threads = 1, Clock* clock = nullptr) {
     BatcherOptions o;
+    o.clock = clock;
     o.limits = limits;
     o.inference_threads = threads;
     o.input_shape = {1, 4, 4};
@@ -63,6 +64,7 @@ TEST_CASE("batcher: concurrent requests share one forward pass and get their own
   BatchingLimits limits;
   limits.max_batch_size = 64;
   limits.max_queue_delay_us = 200000;  // long enough that all 6 requests queue up
+  limits.early_dispatch = false;       // else the first one would run alone at once
   auto batcher = f.Make(limits);
 
   at::Tensor x = torch::rand({6, 1, 4, 4});
@@ -148,4 +150,126 @@ TEST_CASE("batcher: pinned versions, results across a swap name their version") 
   CHECK(r2->version == 1);
   CHECK(r3->version == 2);
   CHECK(r2->logits != r3->logits);
+}
+
+namespace {
+
+// Waits for a result, failing the test instead of hanging if none comes.
+Result<InferOutput> Await(std::promise<Result<InferOutput>>& p) {
+  auto fut = p.get_future();
+  REQUIRE(fut.wait_for(std::chrono::seconds(30)) == std::future_status::ready);
+  return fut.get();
+}
+
+// Counts of the batch-size histogram at or below `le`.
+bool HasBucket(const std::string& text, const std::string& le, int count) {
+  return text.find("distilld_batch_size_bucket{le=\"" + le + "\"} " + std::to_string(count) + "\n") !=
+         std::string::npos;
+}
+
+}  // namespace
+
+TEST_CASE("batcher: early dispatch serves a lone request without waiting out the delay") {
+  Fixture f;
+  ManualClock clock;  // frozen: the delay never passes
+  BatchingLimits limits;
+  limits.max_queue_delay_us = 3'600'000'000;
+  auto batcher = f.Make(limits, 1, &clock);
+  CHECK(batcher->early_dispatch_target() == 1);
+  std::vector<float> in(16, 0.5f);
+  for (int i = 0; i < 3; ++i) {
+    std::promise<Result<InferOutput>> p;
+    REQUIRE(batcher->Submit(Task(in, 1, &p)).ok());
+    auto r = Await(p);
+    REQUIRE(r.ok());
+    CHECK(r->queue_us == 0);
+  }
+  CHECK(batcher->early_dispatch_target() == 1);
+  CHECK(HasBucket(f.metrics.Render(), "1", 3));
+}
+
+TEST_CASE("batcher: early dispatch waits for as many requests as recent batches held") {
+  Fixture f;
+  ManualClock clock;  // frozen: only a full batch or the expected count dispatches
+  BatchingLimits limits;
+  limits.max_batch_size = 64;
+  limits.max_queue_delay_us = 3'600'000'000;
+  auto batcher = f.Make(limits, 1, &clock);
+  std::vector<float> in(16, 0.5f);
+
+  // Hold the inference thread inside the first request's completion, so
+  // five more queue up behind it and then run as one batch.
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, release = false;
+  std::promise<Result<InferOutput>> first;
+  InferTask t = Task(in, 1, &first);
+  t.done = [&](Result<InferOutput> r) {
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+    first.set_value(std::move(r));
+  };
+  REQUIRE(batcher->Submit(std::move(t)).ok());
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return entered; }));
+  }
+  std::vector<std::promise<Result<InferOutput>>> five(5);
+  for (auto& p : five) REQUIRE(batcher->Submit(Task(in, 1, &p)).ok());
+  CHECK(batcher->queued_samples() == 5);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  REQUIRE(Await(first).ok());
+  for (auto& p : five) REQUIRE(Await(p).ok());
+  // Batches of 1 and 5: the average moved from 1 halfway to 5.
+  CHECK(batcher->early_dispatch_target() == 3);
+
+  // Two requests are fewer than expected: they wait (the clock is frozen,
+  // so only a third request can release them).
+  std::vector<std::promise<Result<InferOutput>>> three(3);
+  REQUIRE(batcher->Submit(Task(in, 1, &three[0])).ok());
+  REQUIRE(batcher->Submit(Task(in, 1, &three[1])).ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(batcher->queued_samples() == 2);
+  REQUIRE(batcher->Submit(Task(in, 1, &three[2])).ok());
+  for (auto& p : three) REQUIRE(Await(p).ok());
+  const std::string text = f.metrics.Render();
+  // Batches: 1, 5, 3.
+  CHECK(HasBucket(text, "1", 1));
+  CHECK(HasBucket(text, "2", 1));
+  CHECK(HasBucket(text, "4", 2));
+  CHECK(HasBucket(text, "8", 3));
+  CHECK(batcher->early_dispatch_target() == 3);
+}
+
+TEST_CASE("batcher: a batch cut short by the delay lowers the expected count") {
+  Fixture f;
+  BatchingLimits limits;
+  limits.max_batch_size = 64;
+  limits.max_queue_delay_us = 200000;  // the six queue up together
+  limits.early_dispatch = false;
+  auto batcher = f.Make(limits);
+  std::vector<float> in(16, 0.5f);
+  // Without early dispatch, six requests submitted together wait for the
+  // delay and run as one batch, which still teaches the average.
+  std::vector<std::promise<Result<InferOutput>>> six(6);
+  for (auto& p : six) REQUIRE(batcher->Submit(Task(in, 1, &p)).ok());
+  for (auto& p : six) REQUIRE(Await(p).ok());
+  const int64_t after_six = batcher->early_dispatch_target();
+  CHECK(after_six >= 2);
+  limits.early_dispatch = true;
+  batcher->UpdateLimits(limits);
+  // A lone request now waits for company until the (real) delay passes,
+  // then runs alone, and the expectation drops back towards 1.
+  for (int i = 0; i < 8 && batcher->early_dispatch_target() > 1; ++i) {
+    std::promise<Result<InferOutput>> p;
+    REQUIRE(batcher->Submit(Task(in, 1, &p)).ok());
+    REQUIRE(Await(p).ok());
+  }
+  CHECK(batcher->early_dispatch_target() == 1);
 }

@@ -173,6 +173,12 @@ TEST_CASE("serving: graceful shutdown answers in-flight requests, then refuses")
   cfg.batching.max_queue_delay_us = 1'000'000;  // requests sit in the queue
   cfg.batching.max_batch_size = 64;
   auto d = StartDaemon(cfg);
+  {
+    // Early dispatch would run each request as it arrives; here they must queue.
+    daemon::BatchingLimits limits = d->batcher()->limits();
+    limits.early_dispatch = false;
+    d->batcher()->UpdateLimits(limits);
+  }
   const uint16_t port = d->tcp_port();
   std::vector<int> status(6, 0);
   std::vector<std::thread> clients;
@@ -189,6 +195,10 @@ TEST_CASE("serving: graceful shutdown answers in-flight requests, then refuses")
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (d->batcher()->queued_samples() < 6 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  if (d->batcher()->queued_samples() != 6) {
+    TcpClient m(Loopback(port));
+    MESSAGE("not all six requests queued; metrics:\n" << m.Get("/metrics").body);
   }
   REQUIRE(d->batcher()->queued_samples() == 6);
   auto start = std::chrono::steady_clock::now();
