@@ -3,6 +3,7 @@
 #include <rapidjson/error/en.h>
 
 #include <charconv>
+#include <cstddef>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -109,7 +110,16 @@ Result<TensorRequest> TensorRequest::Parse(std::string_view body, std::optional<
     json = body.substr(0, h);
     binary = body.substr(h);
   }
-  req.doc_ = std::make_shared<rapidjson::Document>();
+  // One allocation for the document and its first pool chunk: rapidjson's
+  // default pool starts with a 64 KiB chunk, which cost more in malloc than
+  // parsing a small header did.
+  struct PooledDocument {
+    alignas(std::max_align_t) char first_chunk[2048];
+    rapidjson::MemoryPoolAllocator<> pool{first_chunk, sizeof(first_chunk), 16 * 1024};
+    rapidjson::Document doc{&pool};
+  };
+  auto pooled = std::make_shared<PooledDocument>();
+  req.doc_ = std::shared_ptr<rapidjson::Document>(pooled, &pooled->doc);
   rapidjson::Document& doc = *req.doc_;
   doc.Parse<rapidjson::kParseNanAndInfFlag | rapidjson::kParseIterativeFlag>(json.data(), json.size());
   if (doc.HasParseError()) {
