@@ -6,7 +6,11 @@
 // would let an outside process do so is the next issue), writes single-sample
 // Fashion-MNIST request bodies (JSON and binary), runs wrk with
 // infer_json.lua / infer_binary.lua at 1, 16 and 64 connections on loopback,
-// and writes a Markdown report.
+// and writes a Markdown report. In the same run it also measures the served
+// rate of an int8 student against the float one (a second Daemon with
+// model.precision: int8) and p99 while a learner round runs in the daemon
+// (teacher: DISTILLD_TEACHER, or an untrained network of the default teacher
+// architecture: a round's cost does not depend on the teacher's accuracy).
 //
 //   serving_bench <scripts dir> <output.md> [seconds per run]
 #include <ATen/Parallel.h>
@@ -28,6 +32,7 @@
 #include "learner/idx_dataset.h"
 #include "learner/model_builder.h"
 #include "learner/model_io.h"
+#include "learner/offline.h"
 #include "tests/support/temp_dir.h"
 // c10 (glog) defines LOG too; ours wins in this file.
 #undef LOG
@@ -46,6 +51,8 @@ struct WrkResult {
   long requests = 0;
   long errors = 0;
   long non2xx = 0;
+  int64_t start_us = 0;  // wall clock around the wrk process
+  int64_t end_us = 0;
   std::string raw;
 };
 
@@ -57,15 +64,18 @@ long Field(const std::string& line, const std::string& key) {
 
 WrkResult RunWrk(const std::string& env, const std::string& script, int connections, int seconds, uint16_t port) {
   std::ostringstream cmd;
+  // wrk's own measurement window lies inside [start_us, end_us].
   cmd << env << " wrk -t1 -c" << connections << " -d" << seconds << "s --timeout 5s -s " << script
       << " http://127.0.0.1:" << port << "/v2/models/fashion/infer 2>&1";
   WrkResult r;
+  r.start_us = Clock::Real()->NowMicros();
   FILE* p = ::popen(cmd.str().c_str(), "r");
   if (p == nullptr) return r;
   char buf[4096];
   size_t n;
   while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.raw.append(buf, n);
   ::pclose(p);
+  r.end_us = Clock::Real()->NowMicros();
   size_t at = r.raw.find("RESULT ");
   if (at == std::string::npos) return r;
   std::string line = r.raw.substr(at, r.raw.find('\n', at) - at);
@@ -116,6 +126,11 @@ void AppendFloat(std::string* out, float v) {
   out->append(buf, r.ptr);
 }
 
+void DistillerProgressSummary(const learner::DistillerProgress& p, std::string* out) {
+  *out = p.state;
+  if (p.state == "training") *out += " (step " + std::to_string(p.step) + " of " + std::to_string(p.total_steps) + ")";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -130,10 +145,29 @@ int main(int argc, char** argv) {
   at::set_num_threads(1);
 
   testing::TempDir dir;
-  config::Config cfg;  // defaults, as shipped
+  // The learner needs a teacher. A round's cost (teacher forward passes,
+  // training steps) does not depend on how good the teacher is, so without
+  // DISTILLD_TEACHER an untrained network of the default teacher
+  // architecture (CNN) stands in.
+  const char* teacher_env = std::getenv("DISTILLD_TEACHER");
+  std::string teacher_path = teacher_env != nullptr ? teacher_env : "";
+  const bool untrained_teacher = teacher_path.empty();
+  if (untrained_teacher) {
+    teacher_path = dir.str("teacher.pt");
+    auto teacher = learner::BuildModel(learner::TrainTeacherOptions{}.arch, 7);
+    if (!teacher.ok() || !learner::SaveModelAtomic(*teacher, teacher_path).ok()) {
+      std::cerr << "cannot build the stand-in teacher\n";
+      return 1;
+    }
+  }
+  config::Config cfg;  // defaults, as shipped, except:
   cfg.server.listen = "127.0.0.1:0";
   cfg.storage.state_dir = dir.str("state");
   cfg.storage.sync = false;
+  cfg.model.teacher = teacher_path;
+  // Rounds only when the benchmark asks for one.
+  cfg.learner.trigger_count = 1'000'000'000;
+  cfg.learner.trigger_interval_s = 30 * 86400;
   auto daemon = daemon::Daemon::Create(cfg);
   Status s = daemon->Start();
   if (!s.ok()) {
@@ -200,6 +234,69 @@ int main(int argc, char** argv) {
     }
   }
 
+  // Early dispatch on vs off (binary), alternating, same daemon.
+  struct EarlyRow {
+    int connections;
+    WrkResult on, off;
+  };
+  std::vector<EarlyRow> early_rows;
+  {
+    auto set_early = [&](bool on) {
+      daemon::BatchingLimits l = daemon->batcher()->limits();
+      l.early_dispatch = on;
+      daemon->batcher()->UpdateLimits(l);
+    };
+    const std::string script = scripts + "/infer_binary.lua";
+    for (int c : {1, 64}) {
+      EarlyRow row{c, {}, {}};
+      set_early(false);
+      row.off = RunWrk(env, script, c, seconds, port);
+      set_early(true);
+      row.on = RunWrk(env, script, c, seconds, port);
+      std::cerr << "c=" << c << ": early dispatch off " << row.off.rps << " req/s p99 " << row.off.p99_ms
+                << " ms, on " << row.on.rps << " req/s p99 " << row.on.p99_ms << " ms\n";
+      early_rows.push_back(row);
+    }
+  }
+
+  // int8 vs float student, served (issue #9): a second daemon with
+  // model.precision int8 (same initial weights: same seed), learner off;
+  // float and int8 runs alternate at each connection count.
+  const std::string bin_script = scripts + "/infer_binary.lua";
+  struct PrecisionRow {
+    int connections;
+    WrkResult f, q;
+  };
+  std::vector<PrecisionRow> precision_rows;
+  double int8_rate1 = 0, int8_us1 = 0;
+  {
+    config::Config qcfg = cfg;
+    qcfg.storage.state_dir = dir.str("state-int8");
+    qcfg.model.precision = "int8";
+    qcfg.model.teacher.clear();
+    qcfg.learner.enabled = false;
+    auto qdaemon = daemon::Daemon::Create(qcfg);
+    Status qs = qdaemon->Start();
+    if (!qs.ok()) {
+      std::cerr << "int8 daemon: " << qs.ToString() << "\n";
+      return 1;
+    }
+    auto qserved = qdaemon->models()->Active();
+    int8_rate1 = ForwardRate(*qserved, 1, 3.0, &int8_us1);
+    qserved.reset();
+    std::cerr << "int8 baseline: batch 1 " << int8_rate1 << " samples/s\n";
+    for (int c : {1, 16, 64}) {
+      PrecisionRow row{c, RunWrk(env, bin_script, c, seconds, port), RunWrk(env, bin_script, c, seconds, qdaemon->tcp_port())};
+      if (!row.f.ok || !row.q.ok) {
+        std::cerr << "wrk failed:\n" << row.f.raw << row.q.raw << "\n";
+        return 1;
+      }
+      std::cerr << "c=" << c << ": float " << row.f.rps << " req/s, int8 " << row.q.rps << " req/s\n";
+      precision_rows.push_back(row);
+    }
+    qdaemon->Shutdown();
+  }
+
   // p99 during 50 hot swaps vs steady state, same load (binary, 64 connections).
   learner::ArchSpec spec;
   spec.hidden = cfg.model.architecture.hidden;
@@ -217,7 +314,6 @@ int main(int argc, char** argv) {
     r.sha256 = saved->sha256;
     records.push_back(r);
   }
-  const std::string bin_script = scripts + "/infer_binary.lua";
   WrkResult steady = RunWrk(env, bin_script, 64, seconds, port);
   WrkResult during;
   std::thread load([&] { during = RunWrk(env, bin_script, 64, seconds, port); });
@@ -235,6 +331,63 @@ int main(int argc, char** argv) {
   load.join();
   std::cerr << "steady p99 " << steady.p99_ms << " ms, during swaps p99 " << during.p99_ms << " ms, swaps "
             << swaps_ok << "\n";
+  // p99 during a learner round vs steady state just before it, same load.
+  // The round runs on the daemon's learner thread (learner.threads,
+  // learner.nice) on samples stored the way POST /v1/samples stores them,
+  // without teacher logits, so the round starts with the teacher pass.
+  constexpr int64_t kRoundSamples = 60000;  // the whole training set
+  struct RoundResult {
+    bool ran = false;
+    std::string error;
+    WrkResult steady, during;
+    storage::RoundRecord record;
+    std::string state_at_wrk_end;
+    double overlap = 0;  // share of the wrk window the round covered
+  } round;
+  {
+    auto train = learner::LoadIdxDataset(learner::kDefaultFashionMnistDir, "train", kRoundSamples);
+    learner::IncrementalDistiller* distiller = daemon->distiller();
+    if (!train.ok()) {
+      round.error = "training set: " + train.status().ToString();
+    } else if (distiller == nullptr) {
+      round.error = "the daemon has no learner";
+    } else {
+      for (int64_t b = 0; b < train->size() && round.error.empty(); b += 1000) {
+        auto samples = learner::DatasetToSamples(*train, b, std::min<int64_t>(b + 1000, train->size()));
+        auto appended = daemon->store()->AppendIncoming(samples);
+        if (!appended.ok()) round.error = "append: " + appended.status().ToString();
+      }
+    }
+    if (round.error.empty()) {
+      round.steady = RunWrk(env, bin_script, 64, seconds, port);
+      auto id = distiller->RequestRound();
+      if (!id.ok()) {
+        round.error = "round: " + id.status().ToString();
+      } else {
+        // Measure once the learner thread has picked the round up.
+        for (int i = 0; i < 200 && distiller->Progress().state == "idle"; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        round.during = RunWrk(env, bin_script, 64, seconds, port);
+        DistillerProgressSummary(distiller->Progress(), &round.state_at_wrk_end);
+        // Wait (bounded) for the round to end, to report its span.
+        const auto wait_end = std::chrono::steady_clock::now() + std::chrono::seconds(300);
+        while (std::chrono::steady_clock::now() < wait_end) {
+          auto rec = daemon->registry()->GetRound(*id);
+          if (rec.ok()) round.record = *rec;
+          if (rec.ok() && rec->ended_us) break;
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        }
+        round.ran = true;
+        const int64_t end = round.record.ended_us.value_or(Clock::Real()->NowMicros());
+        const int64_t covered = std::min(end, round.during.end_us) - std::max(round.record.started_us, round.during.start_us);
+        round.overlap = std::clamp(static_cast<double>(covered) / (round.during.end_us - round.during.start_us), 0.0, 1.0);
+        std::cerr << "round " << *id << ": " << round.record.outcome << ", steady p99 " << round.steady.p99_ms
+                  << " ms, during p99 " << round.during.p99_ms << " ms, overlap " << round.overlap << "\n";
+      }
+    }
+    if (!round.error.empty()) std::cerr << "learner round not measured: " << round.error << "\n";
+  }
   daemon->Shutdown();
   const std::string load_after = LoadAverage();
 
@@ -260,9 +413,11 @@ int main(int argc, char** argv) {
      << json_bytes / data->size() << " bytes; binary bodies are a " << bin_header.size()
      << "-byte JSON header plus 3136 bytes of FP32 pixels. The daemon runs inside the benchmark process (the "
         "same `Daemon` class as `distilld serve`) so that the benchmark can trigger version swaps.\n\n"
-     << "At 1 connection every request waits out max_queue_delay_us (500 us) for company that never comes: "
-        "that delay, not the HTTP path, sets the 1-connection latency and rate; lower it for latency-bound "
-        "single clients.\n\n"
+     << "Early dispatch (batcher default): an idle inference thread runs the batch as soon as the queue holds "
+        "as many requests as recent batches did (a moving average starting at 1), so a single client no longer "
+        "waits out max_queue_delay_us (500 us) for company that never comes, and 16 clients are served once "
+        "all 16 requests are in; the delay remains the upper bound. The learner is on (a teacher is "
+        "configured) but starts rounds only when the benchmark asks.\n\n"
      << "In-process baseline (the served module's `forward`, same run, idle server): batch 1: "
      << Fixed(rate1, 0) << " samples/s (" << Fixed(us1) << " us per call); batch 64: " << Fixed(rate64, 0)
      << " samples/s (" << Fixed(us64) << " us per call).\n\n"
@@ -281,9 +436,55 @@ int main(int argc, char** argv) {
      << Fixed(steady.rps, 0) << " req/s); during " << swaps_ok << " swaps in " << seconds - 1.5 << " s, p99 "
      << Fixed(during.p99_ms, 2) << " ms (" << Fixed(during.rps, 0) << " req/s, "
      << during.errors + during.non2xx << " errors). Ratio " << Fixed(during.p99_ms / steady.p99_ms, 2)
-     << "x (target <= 1.5x: " << (during.p99_ms / steady.p99_ms <= 1.5 ? "met" : "NOT met") << ").\n\n"
-     << "Not measured yet: p99 during a learner round (the learner thread is plugged into the daemon next "
-        "session).\n";
+     << "x (target <= 1.5x: " << (during.p99_ms / steady.p99_ms <= 1.5 ? "met" : "NOT met") << ").\n\n";
+  md << "Early dispatch off vs on (binary, same daemon, runs alternating; off = always wait for a full batch or "
+        "max_queue_delay_us, the previous behaviour):\n\n"
+     << "| connections | off req/s | off p50 ms | off p99 ms | on req/s | on p50 ms | on p99 ms | on / off |\n"
+     << "|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& r : early_rows) {
+    md << "| " << r.connections << " | " << Fixed(r.off.rps, 0) << " | " << Fixed(r.off.p50_ms, 2) << " | "
+       << Fixed(r.off.p99_ms, 2) << " | " << Fixed(r.on.rps, 0) << " | " << Fixed(r.on.p50_ms, 2) << " | "
+       << Fixed(r.on.p99_ms, 2) << " | " << Fixed(r.off.rps > 0 ? r.on.rps / r.off.rps : 0, 2) << "x |\n";
+  }
+  md << "\n";
+  md << "Learner round (binary, 64 connections; learner.threads " << cfg.learner.threads << ", learner.nice "
+     << cfg.learner.nice << ", the defaults; " << kRoundSamples
+     << " stored Fashion-MNIST training samples without teacher logits, so the round starts with the teacher pass; "
+     << (untrained_teacher ? "teacher: an untrained network of the default teacher architecture (CNN 16-32 "
+                             "channels, 128 hidden), which costs the same as a trained one"
+                           : "teacher: " + teacher_path)
+     << "): ";
+  if (!round.ran) {
+    md << "NOT measured (" << round.error << ").\n\n";
+  } else {
+    const double ratio = round.during.p99_ms / round.steady.p99_ms;
+    const auto& rec = round.record;
+    md << "steady p99 " << Fixed(round.steady.p99_ms, 2) << " ms (" << Fixed(round.steady.rps, 0)
+       << " req/s) just before; during the round p99 " << Fixed(round.during.p99_ms, 2) << " ms ("
+       << Fixed(round.during.rps, 0) << " req/s, " << round.during.errors + round.during.non2xx
+       << " errors). Ratio " << Fixed(ratio, 2) << "x (target <= 1.5x: " << (ratio <= 1.5 ? "met" : "NOT met")
+       << "). The round (id " << rec.id << ", " << rec.samples_new << " new samples, outcome " << rec.outcome
+       << ") ran from " << Fixed((rec.started_us - round.during.start_us) / 1e6, 2) << " s to "
+       << (rec.ended_us ? Fixed((*rec.ended_us - round.during.start_us) / 1e6, 2) + " s"
+                        : std::string("beyond the 300 s wait"))
+       << " relative to the start of the wrk run (which lasted "
+       << Fixed((round.during.end_us - round.during.start_us) / 1e6, 2) << " s): it covered "
+       << Fixed(100 * round.overlap, 0) << "% of the wrk window (learner state when wrk ended: "
+       << round.state_at_wrk_end << ").\n\n";
+  }
+
+  md << "int8 vs float student, served (issue #9; binary requests, the same wrk set-up; a second daemon with "
+        "`model.precision: int8`, same initial weights, learner off; the float and int8 runs alternate at each "
+        "connection count). In-process batch 1: float "
+     << Fixed(rate1, 0) << " samples/s, int8 " << Fixed(int8_rate1, 0) << " samples/s (" << Fixed(int8_us1)
+     << " us per call), int8/float " << Fixed(int8_rate1 / rate1, 2) << "x.\n\n"
+     << "| connections | float req/s | float p99 ms | int8 req/s | int8 p99 ms | int8 / float |\n"
+     << "|---:|---:|---:|---:|---:|---:|\n";
+  for (const auto& r : precision_rows) {
+    md << "| " << r.connections << " | " << Fixed(r.f.rps, 0) << " | " << Fixed(r.f.p99_ms, 2) << " | "
+       << Fixed(r.q.rps, 0) << " | " << Fixed(r.q.p99_ms, 2) << " | " << Fixed(r.q.rps / r.f.rps, 2) << "x |\n";
+  }
+  md << "\n";
   std::ofstream(out_path) << md.str();
   std::cout << md.str();
   return 0;
