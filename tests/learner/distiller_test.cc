@@ -326,12 +326,15 @@ TEST_CASE("the learner thread runs at its own nice value and thread count; calle
   std::mutex mu;
   int learner_nice = -100;
   int learner_threads = -1;
+  bool learner_flushes = false;
   o.on_round_end = [&](const storage::RoundRecord&) {
     std::lock_guard<std::mutex> lock(mu);
     errno = 0;
     // The calling thread is the learner thread (see DistillerOptions).
     learner_nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
     learner_threads = at::get_num_threads();
+    volatile float tiny = 1e-39f;  // subnormal
+    learner_flushes = (tiny * 1.0f) == 0.0f;
   };
   auto d = IncrementalDistiller::Create(o);
   REQUIRE(d.ok());
@@ -346,6 +349,11 @@ TEST_CASE("the learner thread runs at its own nice value and thread count; calle
   CHECK(learner_threads == 1);
   CHECK(::getpriority(PRIO_PROCESS, 0) == caller_nice);
   CHECK(at::get_num_threads() == caller_threads);
+  // Subnormals flushed on the learner thread only (where the CPU supports it).
+  const bool supported = at::globalContext().setFlushDenormal(false);
+  CHECK(learner_flushes == supported);
+  volatile float tiny = 1e-39f;
+  CHECK((tiny * 1.0f) != 0.0f);
 }
 
 TEST_CASE("after a round every consumed sample is in exactly one place: holdout or trained and offered") {
