@@ -70,6 +70,7 @@ class BatcherImpl final : public Batcher {
       }
       queued_samples_ += task.batch;
       queue_.push_back({std::move(task), options_.clock->MonotonicMicros()});
+      peak_outstanding_ = std::max(peak_outstanding_, running_requests_ + static_cast<int64_t>(queue_.size()));
       // Wake an inference thread only when there is something new for it to
       // decide: the first request starts the delay clock, and a full batch
       // or the expected number of requests ends it. Waking it for every
@@ -156,7 +157,13 @@ class BatcherImpl final : public Batcher {
       }
       queued_samples_ -= samples;
       if (queued_gauge_ != nullptr) queued_gauge_->Set(static_cast<double>(queued_samples_));
-      requests_per_batch_ += kRequestsAlpha * (static_cast<double>(batch->size()) - requests_per_batch_);
+      // Learn from the most requests that were outstanding (queued or
+      // running) since the previous batch left: closed-loop clients keep
+      // about that many requests in the system, however they split into
+      // batches, so batches merge back instead of staying split.
+      requests_per_batch_ += kRequestsAlpha * (static_cast<double>(peak_outstanding_) - requests_per_batch_);
+      running_requests_ += static_cast<int64_t>(batch->size());
+      peak_outstanding_ = running_requests_ + static_cast<int64_t>(queue_.size());
       return true;
     }
   }
@@ -246,6 +253,12 @@ class BatcherImpl final : public Batcher {
   int64_t TargetLocked() const { return std::max<int64_t>(1, std::llround(requests_per_batch_)); }
 
   void Complete(Queued& q, Result<InferOutput> result, int64_t) {
+    {
+      // No longer outstanding once its answer is on the way: the client may
+      // send its next request before this batch's other answers are out.
+      std::lock_guard<std::mutex> lock(mu_);
+      --running_requests_;
+    }
     auto done = std::move(q.task.done);
     if (done) done(std::move(result));
   }
@@ -261,6 +274,8 @@ class BatcherImpl final : public Batcher {
   // Moving average of requests per dispatched batch; weight of the newest.
   static constexpr double kRequestsAlpha = 0.5;
   double requests_per_batch_ = 1.0;  // guarded by mu_
+  int64_t running_requests_ = 0;     // in forward passes now; guarded by mu_
+  int64_t peak_outstanding_ = 0;     // most queued + running since the last batch; guarded by mu_
   std::mutex join_mu_;
   std::vector<std::thread> threads_;
   std::vector<std::unique_ptr<Heartbeat>> beats_;  // one per thread; fixed before they start

@@ -9,14 +9,14 @@
 //
 // Early dispatch (BatchingLimits::early_dispatch, on by default): an idle
 // inference thread does not wait out the delay once the queue holds as many
-// requests as recent batches did (a moving average of requests per batch,
-// starting at 1). Closed-loop clients send their next request only after
-// their answer, so N busy clients put about N requests in each batch: a lone
+// requests as were recently outstanding at once (a moving average, per
+// batch, of the most requests queued or running since the previous batch;
+// it starts at 1). Closed-loop clients send their next request only after
+// their answer, so N busy clients keep about N requests outstanding: a lone
 // client is served at once instead of after max_queue_delay_us, N clients
-// are served once all N have arrived, and a batch that ends at the deadline
-// with fewer lowers the expectation. While the thread is busy, requests
-// still accumulate and the next batch takes all of them (up to
-// max_batch_size), which also raises the expectation when load grows.
+// once all N requests are in, and fewer arrivals before the deadline lower
+// the expectation. While the thread is busy, requests still accumulate and
+// the next batch takes all of them (up to max_batch_size).
 //
 // Each batch runs on the ModelManager's active version taken when the batch
 // starts, so every result names the version that computed it, even while a

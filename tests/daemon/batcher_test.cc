@@ -188,7 +188,7 @@ TEST_CASE("batcher: early dispatch serves a lone request without waiting out the
   CHECK(HasBucket(f.metrics.Render(), "1", 3));
 }
 
-TEST_CASE("batcher: early dispatch waits for as many requests as recent batches held") {
+TEST_CASE("batcher: early dispatch waits for as many requests as were recently outstanding") {
   Fixture f;
   ManualClock clock;  // frozen: only a full batch or the expected count dispatches
   BatchingLimits limits;
@@ -226,7 +226,8 @@ TEST_CASE("batcher: early dispatch waits for as many requests as recent batches 
   cv.notify_all();
   REQUIRE(Await(first).ok());
   for (auto& p : five) REQUIRE(Await(p).ok());
-  // Batches of 1 and 5: the average moved from 1 halfway to 5.
+  // Five requests were outstanding at once (the first one's answer was on
+  // its way): the average moved from 1 halfway to 5.
   CHECK(batcher->early_dispatch_target() == 3);
 
   // Two requests are fewer than expected: they wait (the clock is frozen,
@@ -244,7 +245,8 @@ TEST_CASE("batcher: early dispatch waits for as many requests as recent batches 
   CHECK(HasBucket(text, "2", 1));
   CHECK(HasBucket(text, "4", 2));
   CHECK(HasBucket(text, "8", 3));
-  CHECK(batcher->early_dispatch_target() == 3);
+  // The batch of five was outstanding when that window began: 3 -> 4.
+  CHECK(batcher->early_dispatch_target() == 4);
 }
 
 TEST_CASE("batcher: a batch cut short by the delay lowers the expected count") {
@@ -266,7 +268,7 @@ TEST_CASE("batcher: a batch cut short by the delay lowers the expected count") {
   batcher->UpdateLimits(limits);
   // A lone request now waits for company until the (real) delay passes,
   // then runs alone, and the expectation drops back towards 1.
-  for (int i = 0; i < 8 && batcher->early_dispatch_target() > 1; ++i) {
+  for (int i = 0; i < 16 && batcher->early_dispatch_target() > 1; ++i) {
     std::promise<Result<InferOutput>> p;
     REQUIRE(batcher->Submit(Task(in, 1, &p)).ok());
     REQUIRE(Await(p).ok());
