@@ -256,6 +256,7 @@ Reader::Fields Schema(Reader& r, Config& c) {
                        {"queue_capacity", r.Int32(&b.queue_capacity, 1, 1 << 20)},
                        {"inference_threads", r.Int32(&b.inference_threads, 1, 64)},
                        {"intra_op_threads", r.Int32(&b.intra_op_threads, 1, 64)},
+                       {"early_dispatch", r.Bool(&b.early_dispatch)},
                    })},
       {"storage", r.Section({
                       {"state_dir", r.String(&st.state_dir)},

@@ -55,6 +55,11 @@ struct BatchingConfig {
   int queue_capacity = 4096;         // samples queued; 503 beyond
   int inference_threads = 1;         // threads running forward passes
   int intra_op_threads = 1;          // LibTorch threads per inference thread
+  // An idle inference thread runs the batch as soon as the queue holds as
+  // many requests as were recently outstanding, instead of always waiting
+  // out max_queue_delay_us (see daemon/batcher.h). Turn off only to force
+  // full batches or the full delay (e.g. to study batching).
+  bool early_dispatch = true;
 };
 
 struct StorageConfig {

@@ -37,6 +37,7 @@ ConfigDiff DiffConfigs(const config::Config& a, const config::Config& b) {
   DISTILLD_DIFF(applied, server.drain_timeout_ms);
   DISTILLD_DIFF(applied, batching.max_batch_size);
   DISTILLD_DIFF(applied, batching.max_queue_delay_us);
+  DISTILLD_DIFF(applied, batching.early_dispatch);
   DISTILLD_DIFF(applied, batching.queue_capacity);
   DISTILLD_DIFF(applied, learner.trigger_count);
   DISTILLD_DIFF(applied, learner.trigger_interval_s);

@@ -33,6 +33,7 @@ BatchingLimits BatchingFrom(const config::BatchingConfig& b) {
   l.max_batch_size = b.max_batch_size;
   l.max_queue_delay_us = b.max_queue_delay_us;
   l.queue_capacity = b.queue_capacity;
+  l.early_dispatch = b.early_dispatch;
   return l;
 }
 
@@ -476,6 +477,7 @@ Status Daemon::Reload(const config::Config& next) {
     config_.batching.max_batch_size = next.batching.max_batch_size;
     config_.batching.max_queue_delay_us = next.batching.max_queue_delay_us;
     config_.batching.queue_capacity = next.batching.queue_capacity;
+    config_.batching.early_dispatch = next.batching.early_dispatch;
     config_.learner.trigger_count = next.learner.trigger_count;
     config_.learner.trigger_interval_s = next.learner.trigger_interval_s;
     config_.learner.min_samples = next.learner.min_samples;

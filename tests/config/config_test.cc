@@ -49,6 +49,7 @@ batching:
   queue_capacity: 64
   inference_threads: 2
   intra_op_threads: 3
+  early_dispatch: false
 storage:
   state_dir: /var/lib/distilld
   block_cache_mb: 4
@@ -121,6 +122,7 @@ TEST_CASE("every field is parsed") {
   CHECK(c.batching.queue_capacity == 64);
   CHECK(c.batching.inference_threads == 2);
   CHECK(c.batching.intra_op_threads == 3);
+  CHECK_FALSE(c.batching.early_dispatch);
   CHECK(c.storage.state_dir == "/var/lib/distilld");
   CHECK(c.storage.block_cache_mb == 4);
   CHECK(c.storage.write_buffer_mb == 2);
