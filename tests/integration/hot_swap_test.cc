@@ -172,13 +172,9 @@ TEST_CASE("serving: graceful shutdown answers in-flight requests, then refuses")
   auto cfg = TestConfig(dir);
   cfg.batching.max_queue_delay_us = 1'000'000;  // requests sit in the queue
   cfg.batching.max_batch_size = 64;
+  cfg.batching.early_dispatch = false;  // it would run each request as it arrives; here they must queue
   auto d = StartDaemon(cfg);
-  {
-    // Early dispatch would run each request as it arrives; here they must queue.
-    daemon::BatchingLimits limits = d->batcher()->limits();
-    limits.early_dispatch = false;
-    d->batcher()->UpdateLimits(limits);
-  }
+  REQUIRE_FALSE(d->batcher()->limits().early_dispatch);
   const uint16_t port = d->tcp_port();
   std::vector<int> status(6, 0);
   std::vector<std::thread> clients;
