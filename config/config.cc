@@ -254,7 +254,7 @@ Reader::Fields Schema(Reader& r, Config& c) {
                        {"max_batch_size", r.Int32(&b.max_batch_size, 1, 4096)},
                        {"max_queue_delay_us", r.Int(&b.max_queue_delay_us, 0, 1'000'000)},
                        {"queue_capacity", r.Int32(&b.queue_capacity, 1, 1 << 20)},
-                       {"inference_threads", r.Int32(&b.inference_threads, 1, 64)},
+                       {"inference_threads", r.Int32(&b.inference_threads, 0, 64)},
                        {"intra_op_threads", r.Int32(&b.intra_op_threads, 1, 64)},
                        {"early_dispatch", r.Bool(&b.early_dispatch)},
                    })},

@@ -19,7 +19,10 @@ struct ServerConfig {
   std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one; "" disables TCP
   std::string unix_socket;                 // path; "" disables the Unix socket
   uint32_t unix_socket_mode = 0660;        // file mode of the Unix socket
-  int io_threads = 1;                      // threads running the I/O loop
+  // Threads running I/O loops, each with its own io_context and its share
+  // of the connections (and, with batching.inference_threads 0, the forward
+  // passes). 2 suits a 2-core box: see docs/benchmarks-serving.md.
+  int io_threads = 2;
   uint64_t max_body_bytes = 16u << 20;     // 413 above it
   uint64_t max_header_bytes = 8192;        // 431 above it
   int64_t read_timeout_ms = 10000;         // per request, re-armed before every read
@@ -53,8 +56,14 @@ struct BatchingConfig {
   int max_batch_size = 64;          // samples per forward pass
   int64_t max_queue_delay_us = 500;  // wait for more after the first request
   int queue_capacity = 4096;         // samples queued; 503 beyond
-  int inference_threads = 1;         // threads running forward passes
-  int intra_op_threads = 1;          // LibTorch threads per inference thread
+  // Threads running forward passes. 0 (the default): none; each I/O loop
+  // batches what one pass over its sockets delivered and runs the forward
+  // pass itself, saving two thread hand-offs per request (daemon/batcher.h).
+  // Use >= 1 for models whose forward pass is long enough (milliseconds)
+  // that holding an I/O loop for it would delay other connections; then
+  // max_queue_delay_us and early_dispatch apply.
+  int inference_threads = 0;
+  int intra_op_threads = 1;          // LibTorch threads per thread running forward passes
   // An idle inference thread runs the batch as soon as the queue holds as
   // many requests as were recently outstanding, instead of always waiting
   // out max_queue_delay_us (see daemon/batcher.h). Turn off only to force

@@ -46,7 +46,7 @@ class BatcherImpl final : public Batcher {
                       ->Get();
       queued_gauge_ = m->RegisterGauge("distilld_batch_queued_samples", "Samples waiting in the queue.")->Get();
     }
-    const int n = std::max(1, options_.inference_threads);
+    const int n = options_.inference_threads;
     for (int i = 0; i < n; ++i) beats_.push_back(std::make_unique<Heartbeat>());
     for (int i = 0; i < n; ++i) {
       threads_.emplace_back([this, i] { Loop(beats_[static_cast<size_t>(i)].get()); });
@@ -76,11 +76,21 @@ class BatcherImpl final : public Batcher {
       // or the expected number of requests ends it. Waking it for every
       // request in between costs a futex round trip per request and decides
       // nothing.
-      notify = queue_.size() == 1 || queued_samples_ >= limits_.max_batch_size ||
-               (limits_.early_dispatch && static_cast<int64_t>(queue_.size()) == TargetLocked());
+      if (inline_mode()) {
+        notify = !drain_posted_;
+        drain_posted_ = true;
+      } else {
+        notify = queue_.size() == 1 || queued_samples_ >= limits_.max_batch_size ||
+                 (limits_.early_dispatch && static_cast<int64_t>(queue_.size()) == TargetLocked());
+      }
       if (queued_gauge_ != nullptr) queued_gauge_->Set(static_cast<double>(queued_samples_));
     }
-    if (notify) cv_.notify_one();
+    if (!notify) return Status::Ok();
+    if (inline_mode()) {
+      options_.run_inline([this] { DrainInline(); });
+    } else {
+      cv_.notify_one();
+    }
     return Status::Ok();
   }
 
@@ -116,6 +126,13 @@ class BatcherImpl final : public Batcher {
     std::lock_guard<std::mutex> lock(join_mu_);
     for (auto& t : threads_) t.join();
     threads_.clear();
+    // Inline mode has no threads to drain the queue: answer the rest here.
+    std::vector<Queued> batch;
+    std::vector<float> input;
+    while (TakeBatch(&batch)) {
+      Run(batch, &input);
+      batch.clear();
+    }
   }
 
   std::vector<const Heartbeat*> heartbeats() const override {
@@ -146,26 +163,67 @@ class BatcherImpl final : public Batcher {
         cv_.wait_for(lock, std::chrono::microseconds(deadline_us - now));
       }
       if (queue_.empty()) continue;  // another inference thread took it
-      int64_t samples = 0;
-      while (!queue_.empty()) {
-        const int64_t n = queue_.front().task.batch;
-        // A request larger than max_batch_size runs alone rather than never.
-        if (samples > 0 && samples + n > limits_.max_batch_size) break;
-        samples += n;
-        batch->push_back(std::move(queue_.front()));
-        queue_.pop_front();
-      }
-      queued_samples_ -= samples;
-      if (queued_gauge_ != nullptr) queued_gauge_->Set(static_cast<double>(queued_samples_));
+      TakeBatchLocked(batch);
       // Learn from the most requests that were outstanding (queued or
       // running) since the previous batch left: closed-loop clients keep
       // about that many requests in the system, however they split into
       // batches, so batches merge back instead of staying split.
       requests_per_batch_ += kRequestsAlpha * (static_cast<double>(peak_outstanding_) - requests_per_batch_);
-      running_requests_ += static_cast<int64_t>(batch->size());
       peak_outstanding_ = running_requests_ + static_cast<int64_t>(queue_.size());
       return true;
     }
+  }
+
+  bool inline_mode() const { return options_.inference_threads == 0; }
+
+  // Moves the oldest queued requests, up to max_batch_size samples, into
+  // *batch and counts them as running. False if the queue is empty.
+  bool TakeBatch(std::vector<Queued>* batch) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (queue_.empty()) return false;
+    TakeBatchLocked(batch);
+    return true;
+  }
+
+  void TakeBatchLocked(std::vector<Queued>* batch) {
+    int64_t samples = 0;
+    while (!queue_.empty()) {
+      const int64_t n = queue_.front().task.batch;
+      // A request larger than max_batch_size runs alone rather than never.
+      if (samples > 0 && samples + n > limits_.max_batch_size) break;
+      samples += n;
+      batch->push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    queued_samples_ -= samples;
+    if (queued_gauge_ != nullptr) queued_gauge_->Set(static_cast<double>(queued_samples_));
+    running_requests_ += static_cast<int64_t>(batch->size());
+  }
+
+  // Inline mode: one batch on the calling (I/O) thread. If requests remain
+  // beyond max_batch_size, the next batch is posted rather than run here, so
+  // another I/O thread can take it and this one returns to its sockets.
+  void DrainInline() {
+    thread_local bool threads_set = false;
+    if (!threads_set) {
+      // OpenMP thread count belongs to the calling thread (see ARCHITECTURE.md).
+      at::set_num_threads(std::max(1, options_.intra_op_threads));
+      threads_set = true;
+    }
+    thread_local std::vector<Queued> batch;
+    thread_local std::vector<float> input;
+    bool more = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      drain_posted_ = false;
+      if (queue_.empty()) return;
+      TakeBatchLocked(&batch);
+      more = !queue_.empty();
+      drain_posted_ = more;
+    }
+    if (more) options_.run_inline([this] { DrainInline(); });
+    Run(batch, &input);
+    batch.clear();
   }
 
   void Loop(Heartbeat* beat) {
@@ -271,6 +329,7 @@ class BatcherImpl final : public Batcher {
   std::deque<Queued> queue_;       // guarded by mu_
   int64_t queued_samples_ = 0;     // guarded by mu_
   bool stopping_ = false;          // guarded by mu_
+  bool drain_posted_ = false;      // inline mode: a DrainInline is pending; guarded by mu_
   // Moving average of requests per dispatched batch; weight of the newest.
   static constexpr double kRequestsAlpha = 0.5;
   double requests_per_batch_ = 1.0;  // guarded by mu_
@@ -292,6 +351,10 @@ Result<std::unique_ptr<Batcher>> Batcher::Create(const BatcherOptions& options) 
   if (options.models == nullptr) return Status::InvalidArgument("BatcherOptions.models is required");
   if (options.limits.max_batch_size < 1) return Status::InvalidArgument("max_batch_size must be >= 1");
   if (options.limits.queue_capacity < 1) return Status::InvalidArgument("queue_capacity must be >= 1");
+  if (options.inference_threads < 0) return Status::InvalidArgument("inference_threads must be >= 0");
+  if (options.inference_threads == 0 && !options.run_inline) {
+    return Status::InvalidArgument("inference_threads 0 needs BatcherOptions.run_inline");
+  }
   return std::unique_ptr<Batcher>(new BatcherImpl(options));
 }
 

@@ -18,6 +18,10 @@
 // the expectation. While the thread is busy, requests still accumulate and
 // the next batch takes all of them (up to max_batch_size).
 //
+// Inline mode (inference_threads 0) runs batches on the I/O threads
+// instead, which saves two thread hand-offs per request; see
+// BatcherOptions::run_inline.
+//
 // Each batch runs on the ModelManager's active version taken when the batch
 // starts, so every result names the version that computed it, even while a
 // swap happens. A request pinned to a version (…/versions/{v}/infer) runs on
@@ -26,7 +30,8 @@
 // Thread-safety: Submit, UpdateOptions and Stop may be called from any
 // thread. The batcher owns its threads; the ModelManager and the
 // MetricsRegistry are not owned and must outlive it. Completion callbacks run
-// on an inference thread and must be quick (post elsewhere for heavy work).
+// on the thread that ran the batch and must be quick (post elsewhere for
+// heavy work).
 #pragma once
 
 #include <cstdint>
@@ -53,7 +58,8 @@ struct InferTask {
   int64_t batch = 0;             // samples in `input`
   std::vector<float> input;      // batch * sample elements, row-major
   std::optional<int64_t> version;  // pinned version, if any
-  // Called exactly once, on an inference thread (or on Stop's thread).
+  // Called exactly once, on an inference thread (or a thread of run_inline,
+  // or Stop's thread).
   std::function<void(Result<InferOutput>)> done;
 };
 
@@ -70,8 +76,19 @@ struct BatchingLimits {
 struct BatcherOptions {
   BatchingLimits limits;
   // Threads running forward passes. More than one helps only with spare
-  // cores; on 2 cores one thread plus one I/O thread is the usual split.
+  // cores. 0: no inference threads; batches run on the threads of
+  // `run_inline` (the I/O loop), see below.
   int inference_threads = 1;
+  // Required when inference_threads is 0, ignored otherwise: runs a function
+  // soon on another thread's loop (HttpServer::Post). The first request
+  // that finds no batch scheduled posts one; when it runs, it takes every
+  // request queued by then (up to max_batch_size), so the requests that a
+  // single poll of the sockets delivered go into one forward pass, and the
+  // request never crosses to another thread and back. max_queue_delay_us
+  // and early_dispatch do not apply: nothing waits for company. Whatever
+  // the loop runs must not outlive the batcher: stop that loop (and drop
+  // its queued functions) before destroying the batcher.
+  std::function<void(std::function<void()>)> run_inline;
   // at::set_num_threads() inside each inference thread.
   int intra_op_threads = 1;
   std::vector<int64_t> input_shape = {1, 28, 28};  // per sample

@@ -383,6 +383,15 @@ Status Daemon::Start() {
   bo.classes = c.model.classes;
   bo.models = models_.get();
   bo.metrics = metrics_.get();
+  // Requests reach the batcher only through the server, which exists by
+  // then; the fallback keeps a caller without one from losing its task.
+  bo.run_inline = [this](std::function<void()> fn) {
+    if (server_) {
+      server_->Post(std::move(fn));
+    } else {
+      fn();
+    }
+  };
   ASSIGN_OR_RETURN(batcher_, Batcher::Create(bo));
 
   Gauge** holdout_accuracy = &holdout_accuracy_;

@@ -8,7 +8,9 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/strand.hpp>
 
+#include <atomic>
 #include <cstring>
+#include <functional>
 #include <filesystem>
 #include <thread>
 #include <vector>
@@ -45,12 +47,17 @@ Result<tcp::endpoint> ParseListen(const std::string& listen) {
   return tcp::endpoint(addr, static_cast<uint16_t>(port));
 }
 
-// Accepts connections for one protocol and starts a Session for each.
+// Picks the I/O loop for the next connection.
+using LoopPicker = std::function<net::io_context&()>;
+
+// Accepts connections for one protocol and starts a Session for each, on
+// the loop `pick` chooses.
 template <class Protocol>
 class Listener : public std::enable_shared_from_this<Listener<Protocol>> {
  public:
-  Listener(net::io_context& ioc, typename Protocol::acceptor acceptor, std::shared_ptr<SessionCore> core)
-      : ioc_(ioc), acceptor_(std::move(acceptor)), core_(std::move(core)) {}
+  Listener(net::io_context& ioc, typename Protocol::acceptor acceptor, std::shared_ptr<SessionCore> core,
+           LoopPicker pick)
+      : ioc_(ioc), acceptor_(std::move(acceptor)), core_(std::move(core)), pick_(std::move(pick)) {}
 
   void Run() { DoAccept(); }
 
@@ -63,7 +70,7 @@ class Listener : public std::enable_shared_from_this<Listener<Protocol>> {
 
  private:
   void DoAccept() {
-    acceptor_.async_accept(net::make_strand(ioc_), [self = this->shared_from_this()](
+    acceptor_.async_accept(net::make_strand(pick_()), [self = this->shared_from_this()](
                                                        beast::error_code ec, typename Protocol::socket socket) {
       self->OnAccept(ec, std::move(socket));
     });
@@ -109,12 +116,23 @@ class Listener : public std::enable_shared_from_this<Listener<Protocol>> {
   net::io_context& ioc_;
   typename Protocol::acceptor acceptor_;
   std::shared_ptr<SessionCore> core_;
+  LoopPicker pick_;
 };
+
+// The loop the calling thread runs, if it is an I/O thread of some server.
+thread_local net::io_context* current_loop = nullptr;
 
 class HttpServerImpl final : public HttpServer {
  public:
   explicit HttpServerImpl(const HttpServerOptions& options)
-      : options_(options), core_(std::make_shared<SessionCore>()), ioc_(std::max(1, options.io_threads)) {
+      : options_(options), core_(std::make_shared<SessionCore>()) {
+    // One io_context per thread, each with its own epoll and its own share
+    // of the connections: threads never contend for one queue, and a
+    // request's handlers and its inline batch stay on one thread.
+    for (int i = 0; i < std::max(1, options.io_threads); ++i) {
+      loops_.push_back(std::make_unique<net::io_context>(1));
+      work_.push_back(net::make_work_guard(*loops_.back()));
+    }
     core_->router = options.router;
     SetLimits(options.limits);
     if (options.metrics != nullptr) {
@@ -136,6 +154,12 @@ class HttpServerImpl final : public HttpServer {
 
   ~HttpServerImpl() override { Stop(); }
 
+  net::io_context& ioc() { return *loops_.front(); }
+  net::io_context& NextLoop() { return *loops_[next_loop_.fetch_add(1) % loops_.size()]; }
+  LoopPicker Picker() {
+    return [this]() -> net::io_context& { return NextLoop(); };
+  }
+
   // Socket activation: serve on the sockets systemd bound for us.
   Status Adopt() {
     InheritedSockets in = std::move(options_.inherited);
@@ -147,7 +171,7 @@ class HttpServerImpl final : public HttpServer {
     };
     for (size_t i = 0; i < in.tcp.size(); ++i) {
       const InheritedSocket& s = in.tcp[i];
-      tcp::acceptor acceptor(net::make_strand(ioc_));
+      tcp::acceptor acceptor(net::make_strand(ioc()));
       beast::error_code ec;
       acceptor.assign(s.family == AF_INET6 ? tcp::v6() : tcp::v4(), s.fd, ec);
       if (ec) {
@@ -155,7 +179,7 @@ class HttpServerImpl final : public HttpServer {
         return Status::IoError("cannot adopt inherited socket " + s.local_address + ": " + ec.message());
       }
       const tcp::endpoint local = acceptor.local_endpoint(ec);
-      auto listener = std::make_shared<Listener<tcp>>(ioc_, std::move(acceptor), core_);
+      auto listener = std::make_shared<Listener<tcp>>(ioc(), std::move(acceptor), core_, Picker());
       if (!tcp_) {
         tcp_ = listener;
         bound_ = local;
@@ -165,14 +189,14 @@ class HttpServerImpl final : public HttpServer {
     }
     for (size_t i = 0; i < in.unix_stream.size(); ++i) {
       const InheritedSocket& s = in.unix_stream[i];
-      unix_proto::acceptor acceptor(net::make_strand(ioc_));
+      unix_proto::acceptor acceptor(net::make_strand(ioc()));
       beast::error_code ec;
       acceptor.assign(unix_proto(), s.fd, ec);
       if (ec) {
         close_from(in.tcp.size(), i);
         return Status::IoError("cannot adopt inherited socket " + s.local_address + ": " + ec.message());
       }
-      auto listener = std::make_shared<Listener<unix_proto>>(ioc_, std::move(acceptor), core_);
+      auto listener = std::make_shared<Listener<unix_proto>>(ioc(), std::move(acceptor), core_, Picker());
       if (!unix_) {
         unix_ = listener;
         unix_bound_ = s.local_address;
@@ -190,7 +214,7 @@ class HttpServerImpl final : public HttpServer {
     }
     if (!options_.listen.empty()) {
       ASSIGN_OR_RETURN(tcp::endpoint ep, ParseListen(options_.listen));
-      tcp::acceptor acceptor(net::make_strand(ioc_));
+      tcp::acceptor acceptor(net::make_strand(ioc()));
       beast::error_code ec;
       acceptor.open(ep.protocol(), ec);
       if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
@@ -198,7 +222,7 @@ class HttpServerImpl final : public HttpServer {
       if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
       if (ec) return Status::IoError("cannot listen on " + options_.listen + ": " + ec.message());
       bound_ = acceptor.local_endpoint(ec);
-      tcp_ = std::make_shared<Listener<tcp>>(ioc_, std::move(acceptor), core_);
+      tcp_ = std::make_shared<Listener<tcp>>(ioc(), std::move(acceptor), core_, Picker());
     }
     if (!options_.unix_socket.empty()) {
       const std::string& path = options_.unix_socket;
@@ -207,7 +231,7 @@ class HttpServerImpl final : public HttpServer {
         if (!S_ISSOCK(st.st_mode)) return Status::IoError("unix socket path exists and is not a socket: " + path);
         ::unlink(path.c_str());  // stale socket of an earlier run
       }
-      unix_proto::acceptor acceptor(net::make_strand(ioc_));
+      unix_proto::acceptor acceptor(net::make_strand(ioc()));
       beast::error_code ec;
       acceptor.open(unix_proto(), ec);
       if (!ec) acceptor.bind(unix_proto::endpoint(path), ec);
@@ -217,7 +241,7 @@ class HttpServerImpl final : public HttpServer {
       }
       acceptor.listen(net::socket_base::max_listen_connections, ec);
       if (ec) return Status::IoError("cannot listen on unix socket " + path + ": " + ec.message());
-      unix_ = std::make_shared<Listener<unix_proto>>(ioc_, std::move(acceptor), core_);
+      unix_ = std::make_shared<Listener<unix_proto>>(ioc(), std::move(acceptor), core_, Picker());
       unix_bound_ = path;
       unlink_unix_ = true;
     }
@@ -231,8 +255,12 @@ class HttpServerImpl final : public HttpServer {
     if (unix_) unix_->Run();
     for (auto& l : extra_tcp_) l->Run();
     for (auto& l : extra_unix_) l->Run();
-    for (int i = 0; i < std::max(1, options_.io_threads); ++i) {
-      threads_.emplace_back([this] { ioc_.run(); });
+    for (auto& loop : loops_) {
+      threads_.emplace_back([l = loop.get()] {
+        current_loop = l;
+        l->run();
+        current_loop = nullptr;
+      });
     }
     return Status::Ok();
   }
@@ -259,8 +287,8 @@ class HttpServerImpl final : public HttpServer {
     stopped_ = true;
     core_->draining.store(true);
     CloseListeners();
-    work_.reset();
-    ioc_.stop();
+    for (auto& w : work_) w.reset();
+    for (auto& l : loops_) l->stop();
     for (auto& t : threads_) t.join();
     threads_.clear();
     if (unlink_unix_) ::unlink(unix_bound_.c_str());
@@ -300,14 +328,23 @@ class HttpServerImpl final : public HttpServer {
   }
   std::string unix_path() const override { return unix_bound_; }
   int open_connections() const override { return core_->open.load(); }
-  void Post(std::function<void()> fn) override { net::post(ioc_, std::move(fn)); }
+  void Post(std::function<void()> fn) override {
+    for (auto& l : loops_) {
+      if (l.get() == current_loop) {
+        net::post(*l, std::move(fn));
+        return;
+      }
+    }
+    net::post(NextLoop(), std::move(fn));
+  }
 
  private:
   HttpServerOptions options_;
-  // Declared before ioc_: sessions destroyed with the io_context still use it.
+  // Declared before loops_: sessions destroyed with an io_context still use it.
   std::shared_ptr<SessionCore> core_;
-  net::io_context ioc_;
-  net::executor_work_guard<net::io_context::executor_type> work_{ioc_.get_executor()};
+  std::vector<std::unique_ptr<net::io_context>> loops_;  // one per I/O thread; fixed after construction
+  std::vector<net::executor_work_guard<net::io_context::executor_type>> work_;
+  std::atomic<size_t> next_loop_{0};
   std::shared_ptr<Listener<tcp>> tcp_;
   std::shared_ptr<Listener<unix_proto>> unix_;
   tcp::endpoint bound_;

@@ -1,8 +1,12 @@
 // HttpServer: HTTP/1.1 listeners (TCP and optionally a Unix socket) on
 // Boost.Beast, dispatching requests to a Router.
 //
-// One io_context is run by `io_threads` threads; every connection is a
-// session whose handlers run on its own strand. Each request is parsed by a
+// `io_threads` threads each run their own io_context (own epoll, own
+// handler queue): with one io_context shared by two threads, Asio wakes the
+// other thread for nearly every handler, and 2 threads served fewer
+// requests than 1 (docs/benchmarks-serving.md). The listener hands new
+// connections to the loops in turn; every connection is a session whose
+// handlers run on its own strand on its loop. Each request is parsed by a
 // fresh Beast parser with the body and header limits (413 / 431), under a
 // read deadline re-armed before every read; between requests an idle
 // keep-alive timeout applies. Malformed framing, including Content-Length
@@ -49,9 +53,9 @@ struct HttpServerOptions {
   // ownership of the fds (also on error). tcp_port()/tcp_address() and
   // unix_path() describe the first socket of each kind. Default: none.
   InheritedSockets inherited;
-  // Threads running the I/O loop. 1 suits 2-core edge boxes, where the
-  // inference threads need the other core.
-  int io_threads = 1;
+  // Threads, each running one I/O loop. 2 suits 2-core edge boxes when
+  // forward passes run inline on the loops (batching.inference_threads 0).
+  int io_threads = 2;
   HttpLimits limits;
   // Required; not owned.
   const Router* router = nullptr;
@@ -83,7 +87,10 @@ class HttpServer {
   virtual std::string tcp_address() const = 0;  // "127.0.0.1:43121" or ""
   virtual std::string unix_path() const = 0;    // "" if disabled
   virtual int open_connections() const = 0;
-  // Run `fn` on the I/O loop (e.g. a watchdog heartbeat); fire and forget.
+  // Run `fn` on an I/O loop; fire and forget. Called on one of the
+  // server's I/O threads, it runs on that thread's loop (the batcher's
+  // inline drains rely on that); from any other thread, on the loops in
+  // turn, so a periodic heartbeat posted this way stalls if any loop does.
   virtual void Post(std::function<void()> fn) = 0;
 };
 

@@ -172,6 +172,9 @@ int main(int argc, char** argv) {
   // the default 2 it ends in a few seconds), so p99 is measured while the
   // learner really trains.
   cfg.learner.epochs = 60;
+  // For trying other thread splits; the report uses the shipped defaults.
+  if (const char* v = std::getenv("SERVING_BENCH_IO_THREADS")) cfg.server.io_threads = std::atoi(v);
+  if (const char* v = std::getenv("SERVING_BENCH_INFERENCE_THREADS")) cfg.batching.inference_threads = std::atoi(v);
   auto daemon = daemon::Daemon::Create(cfg);
   Status s = daemon->Start();
   if (!s.ok()) {
@@ -219,6 +222,18 @@ int main(int argc, char** argv) {
   served.reset();
   std::cerr << "baseline: batch 1 " << rate1 << " samples/s, batch 64 " << rate64 << " samples/s\n";
 
+  // SERVING_BENCH_QUICK=1: binary at 64 connections only, three runs, no
+  // report. For profiling and trying a change quickly; the report needs the
+  // full run.
+  if (std::getenv("SERVING_BENCH_QUICK") != nullptr) {
+    for (int i = 0; i < 3; ++i) {
+      WrkResult r = RunWrk(env, scripts + "/infer_binary.lua", 64, seconds, port);
+      std::cerr << "binary c=64: " << r.rps << " req/s (" << Fixed(r.rps / rate1, 3) << "x of batch 1), p50 "
+                << r.p50_ms << " ms, p99 " << r.p99_ms << " ms, errors " << r.errors << "\n";
+    }
+    daemon->Shutdown();
+    return 0;
+  }
   struct Row {
     std::string mode;
     int connections;

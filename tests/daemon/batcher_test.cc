@@ -34,8 +34,10 @@ struct Fixture {
     REQUIRE(models->PublishModule(1, daemon::testing::TinyModel(5), "").ok());
   }
 
-  std::unique_ptr<Batcher> Make(BatchingLimits limits, int threads = 1, Clock* clock = nullptr) {
+  std::unique_ptr<Batcher> Make(BatchingLimits limits, int threads = 1, Clock* clock = nullptr,
+                                std::function<void(std::function<void()>)> run_inline = nullptr) {
     BatcherOptions o;
+    o.run_inline = std::move(run_inline);
     o.clock = clock;
     o.limits = limits;
     o.inference_threads = threads;
@@ -55,6 +57,40 @@ InferTask Task(const std::vector<float>& input, int64_t batch, std::promise<Resu
   t.input = input;
   t.done = [p](Result<InferOutput> r) { p->set_value(std::move(r)); };
   return t;
+}
+
+// Stands in for the I/O loop of inline mode: keeps what the batcher posts
+// until the test runs it, so the test decides when "the loop" gets there.
+struct HeldLoop {
+  std::mutex mu;
+  std::vector<std::function<void()>> posted;
+
+  std::function<void(std::function<void()>)> Poster() {
+    return [this](std::function<void()> fn) {
+      std::lock_guard<std::mutex> lock(mu);
+      posted.push_back(std::move(fn));
+    };
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mu);
+    return posted.size();
+  }
+  // Runs the oldest posted function on the calling thread.
+  void RunOne() {
+    std::function<void()> fn;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      REQUIRE(!posted.empty());
+      fn = std::move(posted.front());
+      posted.erase(posted.begin());
+    }
+    fn();
+  }
+};
+
+std::vector<float> Row(const at::Tensor& x, int64_t i) {
+  at::Tensor row = x[i].contiguous();
+  return std::vector<float>(row.data_ptr<float>(), row.data_ptr<float>() + row.numel());
 }
 
 }  // namespace
@@ -274,4 +310,112 @@ TEST_CASE("batcher: a batch cut short by the delay lowers the expected count") {
     REQUIRE(Await(p).ok());
   }
   CHECK(batcher->early_dispatch_target() == 1);
+}
+
+TEST_CASE("batcher: inline mode runs what one loop pass delivered as one batch, on the loop's thread") {
+  Fixture f;
+  HeldLoop loop;
+  BatchingLimits limits;
+  limits.max_batch_size = 64;
+  auto batcher = f.Make(limits, /*threads=*/0, nullptr, loop.Poster());
+  CHECK(batcher->heartbeats().empty());  // no threads of its own
+
+  at::Tensor x = torch::rand({6, 1, 4, 4});
+  torch::NoGradGuard g;
+  at::Tensor expected = f.models->Active()->Forward(x).value();
+  std::vector<std::promise<Result<InferOutput>>> promises(6);
+  std::vector<std::thread::id> ran_on(6);
+  for (int i = 0; i < 6; ++i) {
+    InferTask t = Task(Row(x, i), 1, &promises[i]);
+    t.done = [&, i](Result<InferOutput> r) {
+      ran_on[i] = std::this_thread::get_id();
+      promises[i].set_value(std::move(r));
+    };
+    REQUIRE(batcher->Submit(std::move(t)).ok());
+  }
+  // One drain posted for all six, and nothing ran before the loop got to it.
+  CHECK(loop.size() == 1);
+  CHECK(batcher->queued_samples() == 6);
+  loop.RunOne();
+  CHECK(loop.size() == 0);
+  CHECK(batcher->queued_samples() == 0);
+  for (int i = 0; i < 6; ++i) {
+    auto fut = promises[i].get_future();
+    REQUIRE(fut.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+    auto r = fut.get();
+    REQUIRE(r.ok());
+    CHECK(r->version == 1);
+    CHECK(ran_on[i] == std::this_thread::get_id());
+    REQUIRE(r->logits.size() == 3);
+    for (int j = 0; j < 3; ++j) CHECK(r->logits[j] == doctest::Approx(expected[i][j].item<float>()).epsilon(1e-4));
+  }
+  const std::string text = f.metrics.Render();
+  CHECK(text.find("distilld_batch_size_bucket{le=\"4\"} 0\n") != std::string::npos);
+  CHECK(text.find("distilld_batch_size_bucket{le=\"8\"} 1\n") != std::string::npos);
+
+  // The next request posts a fresh drain.
+  std::promise<Result<InferOutput>> next;
+  REQUIRE(batcher->Submit(Task(Row(x, 0), 1, &next)).ok());
+  CHECK(loop.size() == 1);
+  loop.RunOne();
+  CHECK(next.get_future().get().ok());
+}
+
+TEST_CASE("batcher: inline mode posts the rest beyond max_batch_size instead of running it in the same turn") {
+  Fixture f;
+  HeldLoop loop;
+  BatchingLimits limits;
+  limits.max_batch_size = 4;
+  auto batcher = f.Make(limits, 0, nullptr, loop.Poster());
+  std::vector<float> two(2 * 16, 0.25f);
+  std::vector<std::promise<Result<InferOutput>>> promises(3);
+  for (auto& p : promises) REQUIRE(batcher->Submit(Task(two, 2, &p)).ok());
+  CHECK(loop.size() == 1);
+  loop.RunOne();  // 2 + 2 samples fill the batch; the third request waits
+  CHECK(batcher->queued_samples() == 2);
+  CHECK(loop.size() == 1);  // ...for the drain this one posted
+  auto third = promises[2].get_future();
+  CHECK(third.wait_for(std::chrono::seconds(0)) == std::future_status::timeout);
+  loop.RunOne();
+  CHECK(loop.size() == 0);
+  REQUIRE(third.wait_for(std::chrono::seconds(0)) == std::future_status::ready);
+  for (int i = 0; i < 2; ++i) CHECK(promises[i].get_future().get()->logits.size() == 6);
+  CHECK(third.get()->logits.size() == 6);
+  const std::string text = f.metrics.Render();
+  CHECK(text.find("distilld_batch_size_bucket{le=\"2\"} 1\n") != std::string::npos);
+  CHECK(text.find("distilld_batch_size_bucket{le=\"4\"} 2\n") != std::string::npos);
+}
+
+TEST_CASE("batcher: inline mode's Stop answers what the loop never ran; a late drain is harmless") {
+  Fixture f;
+  HeldLoop loop;
+  auto batcher = f.Make(BatchingLimits{}, 0, nullptr, loop.Poster());
+  std::vector<float> one(16, 1.f);
+  std::vector<std::promise<Result<InferOutput>>> promises(2);
+  for (auto& p : promises) REQUIRE(batcher->Submit(Task(one, 1, &p)).ok());
+  batcher->Stop();
+  for (auto& p : promises) {
+    auto r = p.get_future().get();
+    REQUIRE(r.ok());
+    CHECK(r->logits.size() == 3);
+  }
+  std::promise<Result<InferOutput>> late;
+  CHECK(batcher->Submit(Task(one, 1, &late)).code() == StatusCode::kUnavailable);
+  REQUIRE(loop.size() == 1);
+  loop.RunOne();  // finds the queue empty
+  CHECK(loop.size() == 0);
+  CHECK(batcher->queued_samples() == 0);
+}
+
+TEST_CASE("batcher: inline mode needs run_inline; negative thread counts are refused") {
+  Fixture f;
+  BatcherOptions o;
+  o.models = f.models.get();
+  o.inference_threads = 0;
+  auto no_loop = Batcher::Create(o);
+  REQUIRE(!no_loop.ok());
+  CHECK(no_loop.status().code() == StatusCode::kInvalidArgument);
+  CHECK(no_loop.status().message().find("run_inline") != std::string::npos);
+  o.inference_threads = -1;
+  CHECK(Batcher::Create(o).status().code() == StatusCode::kInvalidArgument);
 }

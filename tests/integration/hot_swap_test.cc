@@ -55,7 +55,10 @@ storage::VersionRecord SaveVersion(const config::Config& c, int64_t id, uint64_t
 TEST_CASE("serving: 50 hot swaps under load, zero failures, every answer from a version active then") {
   TempDir dir;
   auto cfg = TestConfig(dir);
+  SUBCASE("batches on an inference thread") { cfg.batching.inference_threads = 1; }
+  SUBCASE("batches inline on the I/O loops") { cfg.batching.inference_threads = 0; }
   auto d = StartDaemon(cfg);
+  CHECK(d->batcher()->heartbeats().size() == static_cast<size_t>(cfg.batching.inference_threads));
   const uint16_t port = d->tcp_port();
   storage::VersionRecord a = SaveVersion(cfg, 0, 101);
   storage::VersionRecord b = SaveVersion(cfg, 0, 202);
