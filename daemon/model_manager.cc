@@ -7,6 +7,12 @@
 #include <mutex>
 #include <thread>
 
+#include <ATen/Parallel.h>
+
+#include <optional>
+#include <vector>
+
+#include "common/thread_priority.h"
 #include "learner/compress_arch.h"
 #include "learner/model_io.h"
 #include "learner/quantize.h"
@@ -17,6 +23,58 @@ namespace distilld::daemon {
 namespace {
 
 std::atomic<int> g_alive{0};
+
+// Where versions go when their last user lets go of them, so that the
+// destructor runs on a publishing thread rather than on an I/O thread that
+// finished the last batch. Shared with the deleters, so a handle that
+// outlives the manager still frees its model (then in place).
+struct Graveyard {
+  std::mutex mu;
+  std::vector<const ServedModel*> dead;  // guarded by mu
+  bool open = true;                      // guarded by mu
+
+  void Bury(const ServedModel* m) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (open) {
+        dead.push_back(m);
+        return;
+      }
+    }
+    delete m;
+  }
+  void Empty() {
+    std::vector<const ServedModel*> now;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      now.swap(dead);
+    }
+    for (const ServedModel* m : now) delete m;
+  }
+  void Close() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      open = false;
+    }
+    Empty();
+  }
+};
+
+// Runs fn() on a fresh thread with `nice` added to that thread's nice value
+// and one LibTorch intra-op thread, and returns its result.
+template <class F>
+auto RunNiced(int nice, F fn) -> decltype(fn()) {
+  std::optional<decltype(fn())> out;
+  std::thread t([&] {
+    if (Status s = LowerCurrentThreadPriority(nice); !s.ok()) {
+      LOG(kWarning) << "model prepare: " << s.ToString() << "; preparing at normal priority";
+    }
+    at::set_num_threads(1);
+    out.emplace(fn());
+  });
+  t.join();
+  return std::move(*out);
+}
 
 class ModelManagerImpl final : public ModelManager {
  public:
@@ -40,13 +98,22 @@ class ModelManagerImpl final : public ModelManager {
     }
   }
 
+  // Models still held elsewhere are freed by their last holder from now on.
+  ~ModelManagerImpl() override {
+    {
+      std::lock_guard<std::mutex> lock(active_mu_);
+      active_.reset();
+    }
+    graveyard_->Close();
+  }
+
   Status Publish(const storage::VersionRecord& version) override {
     std::filesystem::path path = std::filesystem::path(options_.state_dir) / version.path;
     std::optional<std::string> sha;
     if (!version.sha256.empty()) sha = version.sha256;
     std::unique_lock<std::mutex> lock(publish_mu_);
     RETURN_IF_ERROR(WaitRetiredReleased());
-    auto module = learner::LoadModel(path.string(), sha);
+    auto module = RunNiced(options_.prepare_nice, [&] { return learner::LoadModel(path.string(), sha); });
     if (!module.ok()) {
       if (failures_ != nullptr) failures_->Increment();
       return module.status().WithContext("publish v" + std::to_string(version.id));
@@ -82,7 +149,10 @@ class ModelManagerImpl final : public ModelManager {
     while (true) {
       {
         std::lock_guard<std::mutex> lock(active_mu_);
-        if (retired_.expired()) return Status::Ok();
+        if (retired_.expired()) {
+          graveyard_->Empty();
+          return Status::Ok();
+        }
       }
       if (std::chrono::steady_clock::now() > deadline) {
         return Status::Unavailable("the previously retired model version is still in use");
@@ -91,15 +161,18 @@ class ModelManagerImpl final : public ModelManager {
     }
   }
 
+
   Status PublishLocked(int64_t version, torch::jit::Module module, std::string sha256) {
     const int64_t start = options_.clock->MonotonicMicros();
-    auto prepared = Prepare(std::move(module));
+    auto prepared = RunNiced(options_.prepare_nice, [&] { return Prepare(std::move(module)); });
     if (!prepared.ok()) {
       if (failures_ != nullptr) failures_->Increment();
       return prepared.status().WithContext("publish v" + std::to_string(version));
     }
-    auto model = std::make_shared<const ServedModel>(version, std::move(prepared).value(), std::move(sha256));
-    Status warm = WarmUp(*model);
+    std::shared_ptr<const ServedModel> model(
+        new ServedModel(version, std::move(prepared).value(), std::move(sha256)),
+        [graveyard = graveyard_](const ServedModel* m) { graveyard->Bury(m); });
+    Status warm = RunNiced(options_.prepare_nice, [&] { return WarmUp(*model); });
     if (!warm.ok()) {
       if (failures_ != nullptr) failures_->Increment();
       return warm.WithContext("publish v" + std::to_string(version));
@@ -118,7 +191,9 @@ class ModelManagerImpl final : public ModelManager {
     if (prepare_seconds_ != nullptr) prepare_seconds_->Observe(prepare_s);
     LOG(kInfo) << "serving model version " << version << (old ? " (was " + std::to_string(old->version()) + ")" : "")
                << ", prepared in " << static_cast<int64_t>(prepare_s * 1000) << " ms";
-    return Status::Ok();  // `old` is released here unless a batch still holds it
+    old.reset();  // unless a batch still holds it, into the graveyard...
+    graveyard_->Empty();  // ...and freed here, on the publishing thread
+    return Status::Ok();
   }
 
   Result<torch::jit::Module> Prepare(torch::jit::Module module) {
@@ -167,6 +242,7 @@ class ModelManagerImpl final : public ModelManager {
   Counter* swaps_counter_ = nullptr;
   Counter* failures_ = nullptr;
   Histogram* prepare_seconds_ = nullptr;
+  std::shared_ptr<Graveyard> graveyard_ = std::make_shared<Graveyard>();
 };
 
 }  // namespace

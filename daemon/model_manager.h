@@ -4,8 +4,11 @@
 // short mutex hold (Active()); an inference batch keeps its copy until it
 // finishes, so in-flight batches complete on the version they started with.
 // Publish() loads a version from disk (checksum verified), optionally freezes
-// and optimizes it, warms it up at the batch sizes in use, and only then
-// swaps it in. Publishes are serialised, and a publish first waits until the
+// and optimizes it, warms it up at the batch sizes in use (on a thread of
+// its own at lower priority), and only then swaps it in. A retired version
+// is destroyed by the next Publish, not by the inference batch that happens
+// to drop the last reference, so freeing a module never lands on the
+// request path. Publishes are serialised, and a publish first waits until the
 // version retired by the previous swap is released, so at most two versions
 // are alive (the active one plus one being loaded or finishing its batches).
 //
@@ -73,6 +76,12 @@ struct ModelManagerOptions {
   // {1, 2, 4, ..., max_batch_size} filled in by the daemon.
   std::vector<int64_t> warmup_batch_sizes = {1};
   int warmup_iterations = 3;
+  // Publish loads, optimizes and warms up a version on a short-lived thread
+  // of its own, with this added to its nice value and one intra-op thread,
+  // so that under load a swap takes CPU only from what requests leave idle
+  // (a publish then takes longer, not the requests). 0 = the caller's
+  // priority.
+  int prepare_nice = 10;
   // How long Publish waits for the previously retired version to be released
   // by in-flight batches before giving up with Unavailable.
   std::chrono::milliseconds retire_wait = std::chrono::seconds(30);

@@ -14,6 +14,7 @@
 #include <condition_variable>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <numeric>
 #include <random>
@@ -22,6 +23,7 @@
 
 // c10 (glog) defines LOG too; ours wins in this file.
 #undef LOG
+#include "common/thread_priority.h"
 #include "common/log.h"
 #include "learner/evaluate.h"
 #include "learner/model_io.h"
@@ -182,14 +184,9 @@ class DistillerImpl final : public IncrementalDistiller {
   // ---- thread ----
   void ThreadMain() {
     at::set_num_threads(std::max(1, o_.threads));
-    if (o_.nice != 0) {
-      // Per-thread on Linux: only this thread (and the OpenMP workers it
-      // creates, which inherit it) runs at the lower priority.
-      pid_t tid = static_cast<pid_t>(::syscall(SYS_gettid));
-      int cur = ::getpriority(PRIO_PROCESS, tid);
-      if (::setpriority(PRIO_PROCESS, tid, cur + o_.nice) != 0) {
-        LOG(kWarning) << "learner: setpriority failed; training at normal priority";
-      }
+    // Only this thread (and the OpenMP workers it creates) runs lower.
+    if (Status s = LowerCurrentThreadPriority(o_.nice); !s.ok()) {
+      LOG(kWarning) << "learner: " << s.ToString() << "; training at normal priority";
     }
     // Adam's moments of weights that never get a gradient (e.g. always-black
     // border pixels) decay into subnormal floats after a few hundred steps,
@@ -504,6 +501,66 @@ class DistillerImpl final : public IncrementalDistiller {
     return Status::Ok();
   }
 
+  // See DistillerOptions::balanced_finetune_epochs. Returns the steps run.
+  Result<int64_t> BalancedFinetune(RoundState* rs, torch::jit::Module& candidate, StepOptions so,
+                                   const TemperatureScheduleOptions& sched, int64_t main_steps) {
+    const replaybuffer::BufferStats stats = o_.buffer->Stats();
+    if (stats.size == 0) return int64_t{0};
+    ASSIGN_OR_RETURN(std::vector<storage::Sample> set, o_.buffer->Sample(stats.size, rng_));
+    std::map<int64_t, std::vector<const storage::Sample*>> fresh;
+    for (const auto& s : rs->train_new) {
+      if (s.label) fresh[*s.label].push_back(&s);
+    }
+    uint64_t labelled = 0, classes = 0;
+    for (const auto& [cls, count] : stats.class_counts) {
+      if (cls < 0 || count == 0) continue;
+      labelled += count;
+      ++classes;
+    }
+    const size_t per_class = classes > 0 ? std::max<size_t>(1, labelled / classes) : 1;
+    for (auto& [cls, list] : fresh) {
+      std::shuffle(list.begin(), list.end(), rng_);
+      for (size_t i = 0; i < std::min(per_class, list.size()); ++i) set.push_back(*list[i]);
+    }
+    std::vector<storage::Sample*> ptrs;
+    for (auto& s : set) ptrs.push_back(&s);
+    ASSIGN_OR_RETURN(size_t unused, AttachTeacherLogits(ptrs));
+    (void)unused;
+    ASSIGN_OR_RETURN(Batch data, SamplesToBatch(set));
+    std::vector<torch::Tensor> params;
+    for (const auto& p : candidate.parameters()) params.push_back(p);
+    ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::Optimizer> opt,
+                     MakeOptimizer(o_.optimizer, o_.learning_rate * o_.balanced_finetune_lr_scale, std::move(params)));
+    const int64_t n = data.size();
+    const int64_t bs = std::max(1, o_.batch_size);
+    const int64_t per_epoch = (n + bs - 1) / bs;
+    const int64_t total = per_epoch * o_.balanced_finetune_epochs;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.total_steps = main_steps + total;
+    }
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    so.loss.temperature = TemperatureAt(sched, main_steps, main_steps);  // where the main pass ended
+    for (int64_t step = 0; step < total; ++step) {
+      Beat();
+      if (StopRequested()) return Status::Aborted("stopped");
+      const int64_t pos = (step % per_epoch) * bs;
+      if (pos == 0) std::shuffle(order.begin(), order.end(), rng_);
+      const int64_t end = std::min(n, pos + bs);
+      torch::Tensor idx = torch::from_blob(order.data() + pos, {end - pos}, torch::kInt64);
+      Batch b;
+      b.inputs = data.inputs.index_select(0, idx);
+      b.labels = data.labels.index_select(0, idx);
+      b.teacher_logits = data.teacher_logits.index_select(0, idx);
+      ASSIGN_OR_RETURN(StepStats st, TrainStep(candidate, *opt, b, so));
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.step = main_steps + step + 1;
+      progress_.loss = st.loss;
+    }
+    return total;
+  }
+
   Status TrainEvaluatePromote(RoundState* rs, const std::vector<storage::Sample>& replay) {
     SetState("training");
     std::vector<storage::Sample> all = rs->train_new;
@@ -569,6 +626,10 @@ class DistillerImpl final : public IncrementalDistiller {
       progress_.step = step + 1;
       progress_.loss = stats.loss;
       progress_.samples_per_s = secs > 0 ? static_cast<double>(seen) / secs : 0.0;
+    }
+    if (o_.balanced_finetune_epochs > 0) {
+      ASSIGN_OR_RETURN(int64_t steps, BalancedFinetune(rs, candidate, so, sched, total));
+      total += steps;
     }
     {
       std::ostringstream os;
@@ -718,6 +779,8 @@ Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(Disti
   if (o.temperature <= 0) return Status::InvalidArgument("temperature must be > 0");
   RETURN_IF_ERROR(ValidateSchedule(o.temperature_schedule));
   if (o.replay_ratio < 0) return Status::InvalidArgument("replay_ratio must be >= 0");
+  if (o.balanced_finetune_epochs < 0) return Status::InvalidArgument("balanced_finetune_epochs must be >= 0");
+  if (!(o.balanced_finetune_lr_scale > 0)) return Status::InvalidArgument("balanced_finetune_lr_scale must be > 0");
   if (!o.teacher.find_method("forward")) {
     return Status::InvalidArgument("distiller needs a teacher module with forward()");
   }

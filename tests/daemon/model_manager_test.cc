@@ -2,6 +2,10 @@
 #include "tests/learner/torch_doctest.h"
 
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -131,4 +135,49 @@ TEST_CASE("model manager: never more than two versions alive while readers hold 
   CHECK(manager->Active()->version() == 20);
   CHECK(max_alive.load() <= 2);
   CHECK(max_alive.load() >= 1);
+}
+
+TEST_CASE("model manager: a version whose last user is a batch is freed by the next publish, not by the batch") {
+  distilld::testing::TempDir dir;
+  auto o = Options(dir.str());
+  o.optimize = false;
+  auto mm = ModelManager::Create(o);
+  REQUIRE(mm.ok());
+  ModelManager* manager = mm->get();
+  const int base = ServedModel::alive();
+  REQUIRE(manager->PublishModule(1, daemon::testing::TinyModel(1), "").ok());
+  std::shared_ptr<const ServedModel> batch = manager->Active();  // a batch running on v1
+  REQUIRE(manager->PublishModule(2, daemon::testing::TinyModel(2), "").ok());
+  CHECK(ServedModel::alive() == base + 2);
+  CHECK(manager->Find(1) == batch);  // still reachable while in use
+  batch.reset();  // the batch ends: v1 is released but not destroyed on this thread
+  CHECK(ServedModel::alive() == base + 2);
+  CHECK(manager->Find(1) == nullptr);
+  REQUIRE(manager->PublishModule(3, daemon::testing::TinyModel(3), "").ok());
+  // v1 was freed before v3 loaded; v2, retired with no user, right after the swap.
+  CHECK(ServedModel::alive() == base + 1);
+  CHECK(manager->Active()->version() == 3);
+
+  // A handle that outlives the manager still frees its model.
+  std::shared_ptr<const ServedModel> late = manager->Active();
+  mm->reset();
+  CHECK(ServedModel::alive() == base + 1);
+  late.reset();
+  CHECK(ServedModel::alive() == base);
+}
+
+TEST_CASE("model manager: preparing on a lower-priority thread leaves the caller's priority as it was") {
+  distilld::testing::TempDir dir;
+  auto o = Options(dir.str());
+  o.prepare_nice = 7;  // lowering a thread's priority cannot be undone, hence a thread of its own
+  auto mm = ModelManager::Create(o);
+  REQUIRE(mm.ok());
+  const id_t tid = static_cast<id_t>(::syscall(SYS_gettid));
+  const int before = ::getpriority(PRIO_PROCESS, tid);
+  REQUIRE((*mm)->Publish(Save(dir, 1, 4)).ok());
+  REQUIRE((*mm)->Publish(Save(dir, 2, 5)).ok());
+  CHECK(::getpriority(PRIO_PROCESS, tid) == before);
+  CHECK((*mm)->Active()->version() == 2);
+  at::Tensor y = (*mm)->Active()->Forward(torch::ones({2, 1, 4, 4})).value();
+  CHECK(y.sizes() == at::IntArrayRef({2, 3}));
 }
