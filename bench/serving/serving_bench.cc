@@ -222,9 +222,64 @@ int main(int argc, char** argv) {
   served.reset();
   std::cerr << "baseline: batch 1 " << rate1 << " samples/s, batch 64 " << rate64 << " samples/s\n";
 
+  // p99 during 50 hot swaps vs steady state, same load (binary, 64
+  // connections). The swaps are paced over the wrk run; `swap_seconds` says
+  // how long they really took (a publish prepares at lower priority, so
+  // under load it can take longer than its slot).
+  struct SwapResult {
+    bool ok = false;
+    WrkResult steady, during;
+    int swaps_ok = 0;
+    double swap_seconds = 0;
+  };
+  const std::string bin_script = scripts + "/infer_binary.lua";
+  auto MeasureSwaps = [&]() -> SwapResult {
+    SwapResult out;
+    learner::ArchSpec spec;
+    spec.hidden = cfg.model.architecture.hidden;
+    std::vector<storage::VersionRecord> records;
+    for (uint64_t seed : {1001u, 1002u}) {
+      auto m = learner::BuildModel(spec, seed);
+      std::string rel = "models/bench-" + std::to_string(seed) + ".pt";
+      auto saved = learner::SaveModelAtomic(*m, (fs::path(cfg.storage.state_dir) / rel).string());
+      if (!saved.ok()) {
+        std::cerr << saved.status().ToString() << "\n";
+        return out;
+      }
+      storage::VersionRecord r;
+      r.path = rel;
+      r.sha256 = saved->sha256;
+      records.push_back(r);
+    }
+    out.steady = RunWrk(env, bin_script, 64, seconds, port);
+    std::thread load([&] { out.during = RunWrk(env, bin_script, 64, seconds, port); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    const auto swap_window = std::chrono::duration<double>(seconds - 1.5);
+    const auto swap_start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 50; ++i) {
+      storage::VersionRecord r = records[i % 2];
+      r.id = 100 + i;
+      if (daemon->models()->Publish(r).ok()) ++out.swaps_ok;
+      std::this_thread::sleep_until(swap_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                     swap_window * ((i + 1) / 50.0)));
+    }
+    out.swap_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - swap_start).count();
+    load.join();
+    std::cerr << "steady p99 " << out.steady.p99_ms << " ms, during swaps p99 " << out.during.p99_ms
+              << " ms (ratio " << Fixed(out.during.p99_ms / out.steady.p99_ms, 2) << "x), swaps " << out.swaps_ok
+              << " in " << out.swap_seconds << " s\n";
+    out.ok = true;
+    return out;
+  };
+
   // SERVING_BENCH_QUICK=1: binary at 64 connections only, three runs, no
-  // report. For profiling and trying a change quickly; the report needs the
+  // report; SERVING_BENCH_QUICK=swap: the hot-swap measurement, three times. For profiling and trying a change quickly; the report needs the
   // full run.
+  if (const char* quick = std::getenv("SERVING_BENCH_QUICK"); quick != nullptr && std::string(quick) == "swap") {
+    for (int i = 0; i < 3; ++i) MeasureSwaps();
+    daemon->Shutdown();
+    return 0;
+  }
   if (std::getenv("SERVING_BENCH_QUICK") != nullptr) {
     for (int i = 0; i < 3; ++i) {
       WrkResult r = RunWrk(env, scripts + "/infer_binary.lua", 64, seconds, port);
@@ -253,35 +308,41 @@ int main(int argc, char** argv) {
     }
   }
 
-  // Early dispatch on vs off (binary), alternating, same daemon.
-  struct EarlyRow {
+  // Forward passes inline on the I/O loops (the default) vs the previous
+  // default, one I/O thread plus one inference thread with early dispatch:
+  // a second daemon, learner off; runs alternate.
+  struct ModeRow {
     int connections;
-    WrkResult on, off;
+    WrkResult inline_loops, threaded;
   };
-  std::vector<EarlyRow> early_rows;
+  std::vector<ModeRow> mode_rows;
+  config::Config tcfg = cfg;
   {
-    auto set_early = [&](bool on) {
-      daemon::BatchingLimits l = daemon->batcher()->limits();
-      l.early_dispatch = on;
-      daemon->batcher()->UpdateLimits(l);
-    };
+    tcfg.storage.state_dir = dir.str("state-threaded");
+    tcfg.server.io_threads = 1;
+    tcfg.batching.inference_threads = 1;
+    tcfg.batching.early_dispatch = true;
+    tcfg.model.teacher.clear();
+    tcfg.learner.enabled = false;
+    auto tdaemon = daemon::Daemon::Create(tcfg);
+    Status ts = tdaemon->Start();
+    if (!ts.ok()) {
+      std::cerr << "threaded daemon: " << ts.ToString() << "\n";
+      return 1;
+    }
     const std::string script = scripts + "/infer_binary.lua";
     for (int c : {1, 64}) {
-      EarlyRow row{c, {}, {}};
-      set_early(false);
-      row.off = RunWrk(env, script, c, seconds, port);
-      set_early(true);
-      row.on = RunWrk(env, script, c, seconds, port);
-      std::cerr << "c=" << c << ": early dispatch off " << row.off.rps << " req/s p99 " << row.off.p99_ms
-                << " ms, on " << row.on.rps << " req/s p99 " << row.on.p99_ms << " ms\n";
-      early_rows.push_back(row);
+      ModeRow row{c, RunWrk(env, script, c, seconds, port), RunWrk(env, script, c, seconds, tdaemon->tcp_port())};
+      std::cerr << "c=" << c << ": inline " << row.inline_loops.rps << " req/s p99 " << row.inline_loops.p99_ms
+                << " ms, inference thread " << row.threaded.rps << " req/s p99 " << row.threaded.p99_ms << " ms\n";
+      mode_rows.push_back(row);
     }
+    tdaemon->Shutdown();
   }
 
   // int8 vs float student, served (issue #9): a second daemon with
   // model.precision int8 (same initial weights: same seed), learner off;
   // float and int8 runs alternate at each connection count.
-  const std::string bin_script = scripts + "/infer_binary.lua";
   struct PrecisionRow {
     int connections;
     WrkResult f, q;
@@ -316,40 +377,11 @@ int main(int argc, char** argv) {
     qdaemon->Shutdown();
   }
 
-  // p99 during 50 hot swaps vs steady state, same load (binary, 64 connections).
-  learner::ArchSpec spec;
-  spec.hidden = cfg.model.architecture.hidden;
-  std::vector<storage::VersionRecord> records;
-  for (uint64_t seed : {1001u, 1002u}) {
-    auto m = learner::BuildModel(spec, seed);
-    std::string rel = "models/bench-" + std::to_string(seed) + ".pt";
-    auto saved = learner::SaveModelAtomic(*m, (fs::path(cfg.storage.state_dir) / rel).string());
-    if (!saved.ok()) {
-      std::cerr << saved.status().ToString() << "\n";
-      return 1;
-    }
-    storage::VersionRecord r;
-    r.path = rel;
-    r.sha256 = saved->sha256;
-    records.push_back(r);
-  }
-  WrkResult steady = RunWrk(env, bin_script, 64, seconds, port);
-  WrkResult during;
-  std::thread load([&] { during = RunWrk(env, bin_script, 64, seconds, port); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
-  const auto swap_window = std::chrono::duration<double>(seconds - 1.5);
-  const auto swap_start = std::chrono::steady_clock::now();
-  int swaps_ok = 0;
-  for (int i = 0; i < 50; ++i) {
-    storage::VersionRecord r = records[i % 2];
-    r.id = 100 + i;
-    if (daemon->models()->Publish(r).ok()) ++swaps_ok;
-    std::this_thread::sleep_until(swap_start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                   swap_window * ((i + 1) / 50.0)));
-  }
-  load.join();
-  std::cerr << "steady p99 " << steady.p99_ms << " ms, during swaps p99 " << during.p99_ms << " ms, swaps "
-            << swaps_ok << "\n";
+  const SwapResult swaps = MeasureSwaps();
+  if (!swaps.ok) return 1;
+  const WrkResult& steady = swaps.steady;
+  const WrkResult& during = swaps.during;
+  const int swaps_ok = swaps.swaps_ok;
   // p99 during a learner round vs steady state just before it, same load.
   // The round runs on the daemon's learner thread (learner.threads,
   // learner.nice) on samples stored the way POST /v1/samples stores them,
@@ -451,18 +483,17 @@ int main(int argc, char** argv) {
      << load_after
      << " at the end), so absolute figures are noisy; the ratios compare runs made minutes apart in the same "
         "process.\n\n"
-     << "Set-up: the shipped default config (1 I/O thread, 1 inference thread with 1 intra-op thread, "
-        "max_batch_size 64, max_queue_delay_us 500) and the default student (MLP 784-64-10, frozen and "
+     << "Set-up: the shipped default config (" << cfg.server.io_threads
+     << " I/O threads, each with its own loop; batching.inference_threads " << cfg.batching.inference_threads
+     << ", i.e. forward passes run inline on the loops, each taking the requests one pass over the sockets "
+        "delivered; max_batch_size "
+     << cfg.batching.max_batch_size << ", 1 intra-op thread) and the default student (MLP 784-64-10, frozen and "
         "optimized for inference). wrk 1 thread on loopback, single-sample requests cycling through 64 "
         "Fashion-MNIST test images, asking for `label`. JSON bodies average "
      << json_bytes / data->size() << " bytes; binary bodies are a " << bin_header.size()
      << "-byte JSON header plus 3136 bytes of FP32 pixels. The daemon runs inside the benchmark process (the "
         "same `Daemon` class as `distilld serve`) so that the benchmark can trigger version swaps.\n\n"
-     << "Early dispatch (batcher default): an idle inference thread runs the batch as soon as the queue holds "
-        "as many requests as recent batches did (a moving average starting at 1), so a single client no longer "
-        "waits out max_queue_delay_us (500 us) for company that never comes, and 16 clients are served once "
-        "all 16 requests are in; the delay remains the upper bound. The learner is on (a teacher is "
-        "configured) but starts rounds only when the benchmark asks.\n\n"
+     << "The learner is on (a teacher is configured) but starts rounds only when the benchmark asks.\n\n"
      << "In-process baseline (the served module's `forward`, same run, idle server): batch 1: "
      << Fixed(rate1, 0) << " samples/s (" << Fixed(us1) << " us per call); batch 64: " << Fixed(rate64, 0)
      << " samples/s (" << Fixed(us64) << " us per call).\n\n"
@@ -478,18 +509,23 @@ int main(int argc, char** argv) {
      << "); p99 < 5 ms -> " << Fixed(bin64->r.p99_ms, 2) << " ms (" << (bin64->r.p99_ms < 5 ? "met" : "NOT met")
      << "). Against in-process batch 64: " << Fixed(bin64->r.rps / rate64, 2) << "x.\n\n"
      << "Hot swap (binary, 64 connections): steady p99 " << Fixed(steady.p99_ms, 2) << " ms ("
-     << Fixed(steady.rps, 0) << " req/s); during " << swaps_ok << " swaps in " << seconds - 1.5 << " s, p99 "
+     << Fixed(steady.rps, 0) << " req/s); during " << swaps_ok << " swaps (paced over " << seconds - 1.5
+     << " s of the run; they took " << Fixed(swaps.swap_seconds, 1) << " s), p99 "
      << Fixed(during.p99_ms, 2) << " ms (" << Fixed(during.rps, 0) << " req/s, "
      << during.errors + during.non2xx << " errors). Ratio " << Fixed(during.p99_ms / steady.p99_ms, 2)
      << "x (target <= 1.5x: " << (during.p99_ms / steady.p99_ms <= 1.5 ? "met" : "NOT met") << ").\n\n";
-  md << "Early dispatch off vs on (binary, same daemon, runs alternating; off = always wait for a full batch or "
-        "max_queue_delay_us, the previous behaviour):\n\n"
-     << "| connections | off req/s | off p50 ms | off p99 ms | on req/s | on p50 ms | on p99 ms | on / off |\n"
+  md << "Where forward passes run (binary; runs alternate between two daemons): inline on the "
+     << cfg.server.io_threads << " I/O loops (batching.inference_threads 0, the default) vs the previous default, "
+     << tcfg.server.io_threads << " I/O thread plus " << tcfg.batching.inference_threads
+     << " inference thread with early dispatch:\n\n"
+     << "| connections | inline req/s | inline p50 ms | inline p99 ms | thread req/s | thread p50 ms | thread p99 ms | "
+        "inline / thread |\n"
      << "|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-  for (const auto& r : early_rows) {
-    md << "| " << r.connections << " | " << Fixed(r.off.rps, 0) << " | " << Fixed(r.off.p50_ms, 2) << " | "
-       << Fixed(r.off.p99_ms, 2) << " | " << Fixed(r.on.rps, 0) << " | " << Fixed(r.on.p50_ms, 2) << " | "
-       << Fixed(r.on.p99_ms, 2) << " | " << Fixed(r.off.rps > 0 ? r.on.rps / r.off.rps : 0, 2) << "x |\n";
+  for (const auto& r : mode_rows) {
+    md << "| " << r.connections << " | " << Fixed(r.inline_loops.rps, 0) << " | " << Fixed(r.inline_loops.p50_ms, 2)
+       << " | " << Fixed(r.inline_loops.p99_ms, 2) << " | " << Fixed(r.threaded.rps, 0) << " | "
+       << Fixed(r.threaded.p50_ms, 2) << " | " << Fixed(r.threaded.p99_ms, 2) << " | "
+       << Fixed(r.threaded.rps > 0 ? r.inline_loops.rps / r.threaded.rps : 0, 2) << "x |\n";
   }
   md << "\n";
   md << "Learner round (binary, 64 connections; learner.threads " << cfg.learner.threads << ", learner.nice "
