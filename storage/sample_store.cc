@@ -333,6 +333,16 @@ Result<std::unique_ptr<SampleStore>> SampleStore::Open(const SampleStoreOptions&
   db_opts.max_open_files = 256;
   db_opts.keep_log_file_num = 3;
   db_opts.max_background_jobs = 2;
+  // Compactions are deferrable; inference and ingest acknowledgements are
+  // not. RocksDB's compaction threads (the process-wide default Env's LOW
+  // pool) run at nice 19, so after a large ingest they use idle CPU instead
+  // of competing with the I/O loops. Flushes (HIGH pool) keep normal
+  // priority: a starved flush would stall writes.
+  if (rocksdb::Status p = db_opts.env->LowerThreadPoolCPUPriority(rocksdb::Env::Priority::LOW,
+                                                                   rocksdb::CpuPriority::kLow);
+      !p.ok()) {
+    LOG(kWarning) << "sample store: compaction threads keep normal priority: " << p.ToString();
+  }
   // Group commit: one leader writes and fsyncs the WAL for every writer
   // queued behind it, up to this many bytes (a leader of under 1/8 of it
   // takes its own size + 1/8). RocksDB's 1 MiB default let only two 32-sample

@@ -2,7 +2,12 @@
 
 #include <doctest/doctest.h>
 
+#include <sys/resource.h>
+
+#include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "tests/support/temp_dir.h"
@@ -282,4 +287,59 @@ TEST_CASE("open errors are statuses") {
 }
 
 }  // namespace
+}  // namespace distilld::storage
+
+namespace distilld::storage {
+namespace {
+
+// Nice values of this process's threads whose name starts with `prefix`.
+std::vector<int> ThreadNice(const std::string& prefix) {
+  std::vector<int> out;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name.rfind(prefix, 0) != 0) continue;
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // Fields after the ")" that closes the name: state is field 3, nice 19.
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && rest >> field; ++i) {
+      if (i == 19) out.push_back(std::stoi(field));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("compaction threads run at the lowest priority, flushes and callers at their own") {
+  distilld::testing::TempDir dir;
+  SampleStoreOptions o;
+  o.path = dir.str("db");
+  o.sync = false;
+  o.write_buffer_bytes = 64 << 10;  // many small L0 files, so compactions run
+  auto r = SampleStore::Open(o);
+  REQUIRE(r.ok());
+  auto store = std::move(r).value();
+  const int caller_nice = ::getpriority(PRIO_PROCESS, 0);
+  Sample big = MakeSample(1);
+  big.data.assign(16 << 10, 'x');
+  big.shape = {4096};
+  std::vector<Sample> batch(16, big);
+  std::vector<int> low;
+  for (int round = 0; round < 200 && low.empty(); ++round) {
+    REQUIRE(store->AppendIncoming(batch).ok());
+    low = ThreadNice("rocksdb:low");
+    // A pool thread applies the priority when it picks up its first job.
+    if (!low.empty() && low.front() != 19) low.clear();
+  }
+  REQUIRE_MESSAGE(!low.empty(), "no compaction thread ran at nice 19");
+  for (int n : low) CHECK(n == 19);
+  for (int n : ThreadNice("rocksdb:high")) CHECK(n == caller_nice);
+  CHECK(::getpriority(PRIO_PROCESS, 0) == caller_nice);
+}
+
 }  // namespace distilld::storage
