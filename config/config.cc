@@ -295,6 +295,8 @@ Reader::Fields Schema(Reader& r, Config& c) {
                            {"method", r.String(&l.feature.method)},
                            {"weight", r.Number(&l.feature.weight, 0, 1000, false, ">= 0")},
                        })},
+           {"balanced_finetune_epochs", r.Int32(&l.balanced_finetune_epochs, 0, 1000)},
+           {"balanced_finetune_lr_scale", r.Number(&l.balanced_finetune_lr_scale, 0, 10, true, "in (0, 10]")},
            {"max_accuracy_drop", r.Number(&l.max_accuracy_drop, 0, 1, false, "in [0, 1]")},
            {"max_class_drop", r.Number(&l.max_class_drop, 0, 1, false, "in [0, 1]")},
            {"threads", r.Int32(&l.threads, 1, 64)},

@@ -112,6 +112,12 @@ struct LearnerConfig {
   double temperature = 4.0;          // T
   TemperatureSchedule temperature_schedule;
   FeatureDistillConfig feature;
+  // Epochs over a class-balanced set (the replay buffer plus as many new
+  // samples per class as it holds per class) at learning_rate *
+  // balanced_finetune_lr_scale after each round's epochs; evens out the
+  // tilt towards classes that just arrived in bulk. 0 = off.
+  int balanced_finetune_epochs = 0;
+  double balanced_finetune_lr_scale = 0.1;
   double max_accuracy_drop = 0.005;  // gate: overall held-out accuracy
   double max_class_drop = 0.05;      // gate: any single class
   int threads = 1;                   // LibTorch intra-op threads of the learner

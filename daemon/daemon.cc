@@ -79,6 +79,8 @@ learner::DistillerOptions DistillerFrom(const config::Config& c) {
   d.threads = l.threads;
   d.nice = l.nice;
   d.seed = l.seed;
+  d.balanced_finetune_epochs = l.balanced_finetune_epochs;
+  d.balanced_finetune_lr_scale = l.balanced_finetune_lr_scale;
   d.replay_ratio = c.replay.replay_ratio;
   d.state_dir = c.storage.state_dir;
   return d;

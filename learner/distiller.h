@@ -77,6 +77,16 @@ struct DistillerOptions {
   // Replayed samples per new training sample. A buffer holding fewer is
   // sampled repeatedly, so old samples may appear more than once per round.
   double replay_ratio = 1.0;
+  // After the round's epochs, this many epochs over a class-balanced set at
+  // balanced_finetune_lr_scale times the learning rate: the whole replay
+  // buffer plus, from the round's new labelled samples, as many per class as
+  // the buffer holds per class on average (End-to-End Incremental Learning,
+  // Castro et al. 2018). New classes arrive with thousands of samples and old
+  // ones live on in a few hundred buffered ones, so the main pass tilts the
+  // output layer towards the new classes; this pass evens it out. Skipped
+  // while the buffer is empty. 0 = off.
+  int balanced_finetune_epochs = 0;
+  double balanced_finetune_lr_scale = 0.1;
   // --- Distiller-only. ---
   std::string state_dir;             // models/ lives here; required
   size_t max_round_samples = 100000;  // new samples read per round at most

@@ -39,6 +39,8 @@ struct Args {
   double alpha = 0.5;
   double temperature = 4.0;
   double lr = 1e-3;
+  int finetune_epochs = 0;    // DistillerOptions::balanced_finetune_epochs
+  double finetune_lr_scale = 0.1;
 };
 
 struct Row {
@@ -111,6 +113,8 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
   o.alpha = a.alpha;
   o.temperature = a.temperature;
   o.replay_ratio = replay_ratio;
+  o.balanced_finetune_epochs = a.finetune_epochs;
+  o.balanced_finetune_lr_scale = a.finetune_lr_scale;
   o.threads = a.threads;
   o.nice = 0;
   o.auto_trigger = false;
@@ -178,6 +182,8 @@ int main(int argc, char** argv) {
   app.add_option("--per-class", a.per_class, "at most N training images per class (0 = all 6000)");
   app.add_option("--capacity", a.capacity, "replay buffer capacity");
   app.add_option("--replay-ratio", a.replay_ratio);
+  app.add_option("--finetune-epochs", a.finetune_epochs, "class-balanced fine-tuning epochs after each round");
+  app.add_option("--finetune-lr-scale", a.finetune_lr_scale);
   app.add_option("--alpha", a.alpha);
   app.add_option("--temperature", a.temperature);
   app.add_option("--lr", a.lr);
@@ -214,8 +220,10 @@ int main(int argc, char** argv) {
     if (r == "offline") out.push_back(Run(a, r, "reservoir", 0.0, true, phases, test, teacher));
   }
 
-  std::printf("teacher test accuracy %.4f; student MLP 784-64-10; %d epochs/round; buffer %llu; replay ratio %.2f\n\n",
-              teacher_eval.accuracy(), a.epochs, static_cast<unsigned long long>(a.capacity), a.replay_ratio);
+  std::printf(
+      "teacher test accuracy %.4f; student MLP 784-64-10; %d epochs/round; buffer %llu; replay ratio %.2f; "
+      "balanced fine-tuning %d epochs at %.2fx LR\n\n",
+      teacher_eval.accuracy(), a.epochs, static_cast<unsigned long long>(a.capacity), a.replay_ratio, a.finetune_epochs, a.finetune_lr_scale);
   std::printf("| row | seen after phases 1..5 | all ten after phases 1..5 | final | avg forgetting | time (s) |\n");
   std::printf("|---|---|---|---|---|---|\n");
   double offline_final = -1;

@@ -428,4 +428,55 @@ TEST_CASE("RequestRound, and Stop is prompt and leaves no version behind") {
 }
 
 }  // namespace
+TEST_CASE("balanced fine-tuning adds epochs over the buffer plus as many new samples per class as it holds") {
+  auto steps = [](const storage::RoundRecord& r) {
+    size_t at = r.loss_json.find("\"steps\":");
+    REQUIRE(at != std::string::npos);
+    return std::stoll(r.loss_json.substr(at + 8));
+  };
+  // Same data and seeds, with and without the fine-tuning pass.
+  Fixture plain, tuned;
+  DistillerOptions po = plain.Options(), to = tuned.Options();
+  to.balanced_finetune_epochs = 2;
+  to.balanced_finetune_lr_scale = 0.5;
+  auto dp = IncrementalDistiller::Create(po);
+  auto dt = IncrementalDistiller::Create(to);
+  REQUIRE(dp.ok());
+  REQUIRE(dt.ok());
+  const auto first = Blobs(300, 21);
+  plain.Append(first);
+  tuned.Append(first);
+  auto p1 = (*dp)->RunRoundNow("test");
+  auto t1 = (*dt)->RunRoundNow("test");
+  REQUIRE(p1.ok());
+  REQUIRE(t1.ok());
+  CHECK(steps(*t1) == steps(*p1));  // the buffer was empty: nothing to balance against
+  CHECK(t1->outcome == "promoted");
+
+  // A second round where only class 0 arrives, in bulk.
+  std::vector<storage::Sample> zeros;
+  for (auto& s : Blobs(600, 22)) {
+    if (*s.label == 0) zeros.push_back(std::move(s));
+  }
+  const replaybuffer::BufferStats before = tuned.buffer->Stats();
+  REQUIRE(before.size == 200);
+  uint64_t labelled = 0, classes = 0;
+  for (const auto& [c, n] : before.class_counts) {
+    labelled += n;
+    classes += n > 0;
+  }
+  plain.Append(zeros);
+  tuned.Append(zeros);
+  auto p2 = (*dp)->RunRoundNow("test");
+  auto t2 = (*dt)->RunRoundNow("test");
+  REQUIRE(p2.ok());
+  REQUIRE(t2.ok());
+  // Balanced set: the whole buffer + (buffer size / classes) new class-0
+  // samples (about 190 arrived for training, more than that).
+  const int64_t set = static_cast<int64_t>(before.size + labelled / classes);
+  CHECK(steps(*t2) - steps(*p2) == 2 * ((set + 31) / 32));
+  CHECK((*dt)->Progress().total_steps == steps(*t2));
+  CHECK(t2->outcome != "failed");
+}
+
 }  // namespace distilld::learner
