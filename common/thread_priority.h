@@ -12,4 +12,11 @@ namespace distilld {
 // the kernel refuses; increment <= 0 does nothing.
 Status LowerCurrentThreadPriority(int increment);
 
+// Moves the calling thread to SCHED_IDLE: it runs only on CPU time that no
+// normal thread wants, and a normal thread that wakes up preempts it at
+// once (a niced thread keeps a share of the CPU, and time slices of a few
+// milliseconds, when the cores are busy). Work on such a thread pauses
+// while the machine is saturated. IoError if the kernel refuses.
+Status MakeCurrentThreadIdlePriority();
+
 }  // namespace distilld

@@ -301,6 +301,7 @@ Reader::Fields Schema(Reader& r, Config& c) {
            {"max_class_drop", r.Number(&l.max_class_drop, 0, 1, false, "in [0, 1]")},
            {"threads", r.Int32(&l.threads, 1, 64)},
            {"nice", r.Int32(&l.nice, 0, 19)},
+           {"idle_priority", r.Bool(&l.idle_priority)},
            {"seed", r.UInt(&l.seed, 0, std::numeric_limits<int64_t>::max())},
        })},
       {"capture", r.Section({

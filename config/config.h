@@ -122,6 +122,9 @@ struct LearnerConfig {
   double max_class_drop = 0.05;      // gate: any single class
   int threads = 1;                   // LibTorch intra-op threads of the learner
   int nice = 10;                     // learner thread priority
+  // SCHED_IDLE for the learner thread: train only on CPU time inference
+  // leaves idle (rounds pause while the cores are saturated).
+  bool idle_priority = true;
   uint64_t seed = 42;
 };
 

@@ -78,6 +78,7 @@ learner::DistillerOptions DistillerFrom(const config::Config& c) {
   d.max_class_drop = l.max_class_drop;
   d.threads = l.threads;
   d.nice = l.nice;
+  d.idle_priority = l.idle_priority;
   d.seed = l.seed;
   d.balanced_finetune_epochs = l.balanced_finetune_epochs;
   d.balanced_finetune_lr_scale = l.balanced_finetune_lr_scale;

@@ -188,6 +188,11 @@ class DistillerImpl final : public IncrementalDistiller {
     if (Status s = LowerCurrentThreadPriority(o_.nice); !s.ok()) {
       LOG(kWarning) << "learner: " << s.ToString() << "; training at normal priority";
     }
+    if (o_.idle_priority) {
+      if (Status s = MakeCurrentThreadIdlePriority(); !s.ok()) {
+        LOG(kWarning) << "learner: " << s.ToString() << "; training under the normal policy";
+      }
+    }
     // Adam's moments of weights that never get a gradient (e.g. always-black
     // border pixels) decay into subnormal floats after a few hundred steps,
     // and subnormal arithmetic made the update ~5x slower in long rounds.

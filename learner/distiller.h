@@ -72,6 +72,10 @@ struct DistillerOptions {
   double max_class_drop = 0.05;
   int threads = 1;                   // LibTorch intra-op threads of the learner thread
   int nice = 10;                     // added to the learner thread's nice value (0 = none)
+  // Run the learner thread under SCHED_IDLE (common/thread_priority.h): it
+  // trains only on CPU time inference leaves idle, and rounds pause while
+  // the cores are saturated. false: nice alone.
+  bool idle_priority = true;
   uint64_t seed = 42;                // shuffling and replay draws
   // --- Mirrors config::ReplayConfig. ---
   // Replayed samples per new training sample. A buffer holding fewer is

@@ -96,6 +96,7 @@ inline config::Config LearningConfig(const TempDir& dir) {
   c.storage.sync = true;
   c.replay.holdout_fraction = 0.2;
   c.learner.trigger_count = 1'000'000;  // rounds only when asked
+  c.learner.idle_priority = false;       // under ctest -j it would wait for other tests' CPU
   c.learner.trigger_interval_s = 3600;
   c.learner.epochs = 4;
   c.learner.batch_size = 32;

@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -112,6 +113,9 @@ struct Fixture {
     o.batch_size = 32;
     o.temperature = 2.0;
     o.nice = 0;
+    // Under ctest -j a SCHED_IDLE learner would wait for the other tests'
+    // CPU; the policy has its own test below.
+    o.idle_priority = false;
     o.poll_interval_ms = 20;
     o.auto_trigger = false;
     // The initial student is random and often predicts one class for
@@ -314,17 +318,19 @@ TEST_CASE("the interval trigger needs min_samples and the elapsed time") {
   CHECK(f.registry->ListRounds(5)->front().trigger == "interval");
 }
 
-TEST_CASE("the learner thread runs at its own nice value and thread count; callers keep theirs") {
+TEST_CASE("the learner thread runs at its own nice value, SCHED_IDLE and thread count; callers keep theirs") {
   Fixture f;
   DistillerOptions o = f.Options();
   o.nice = 3;
   o.threads = 1;
+  o.idle_priority = true;
   errno = 0;
   const int caller_nice = ::getpriority(PRIO_PROCESS, 0);
   REQUIRE(errno == 0);
   const int caller_threads = at::get_num_threads();
   std::mutex mu;
   int learner_nice = -100;
+  int learner_policy = -1;
   int learner_threads = -1;
   bool learner_flushes = false;
   o.on_round_end = [&](const storage::RoundRecord&) {
@@ -333,6 +339,7 @@ TEST_CASE("the learner thread runs at its own nice value and thread count; calle
     // The calling thread is the learner thread (see DistillerOptions).
     learner_nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
     learner_threads = at::get_num_threads();
+    learner_policy = ::sched_getscheduler(0);
     volatile float tiny = 1e-39f;  // subnormal
     learner_flushes = (tiny * 1.0f) == 0.0f;
   };
@@ -347,6 +354,8 @@ TEST_CASE("the learner thread runs at its own nice value and thread count; calle
   // Raising a nice value needs no privilege, so this holds for any user.
   CHECK(learner_nice == std::min(19, caller_nice + 3));
   CHECK(learner_threads == 1);
+  CHECK(learner_policy == SCHED_IDLE);
+  CHECK(::sched_getscheduler(0) == SCHED_OTHER);
   CHECK(::getpriority(PRIO_PROCESS, 0) == caller_nice);
   CHECK(at::get_num_threads() == caller_threads);
   // Subnormals flushed on the learner thread only (where the CPU supports it).
