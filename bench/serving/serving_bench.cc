@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
@@ -377,11 +378,19 @@ int main(int argc, char** argv) {
     qdaemon->Shutdown();
   }
 
-  const SwapResult swaps = MeasureSwaps();
-  if (!swaps.ok) return 1;
-  const WrkResult& steady = swaps.steady;
-  const WrkResult& during = swaps.during;
-  const int swaps_ok = swaps.swaps_ok;
+  // A 10-s window's p99 moves by tens of percent between two steady runs on
+  // this machine, so the swap measurement is repeated (steady, then swaps,
+  // three times) and judged on the median of the three ratios.
+  std::vector<SwapResult> swap_runs;
+  for (int i = 0; i < 3; ++i) {
+    swap_runs.push_back(MeasureSwaps());
+    if (!swap_runs.back().ok) return 1;
+  }
+  std::vector<double> swap_ratios;
+  for (const auto& r : swap_runs) swap_ratios.push_back(r.during.p99_ms / r.steady.p99_ms);
+  std::vector<double> sorted_ratios = swap_ratios;
+  std::sort(sorted_ratios.begin(), sorted_ratios.end());
+  const double median_swap_ratio = sorted_ratios[1];
   // p99 during a learner round vs steady state just before it, same load.
   // The round runs on the daemon's learner thread (learner.threads,
   // learner.nice) on samples stored the way POST /v1/samples stores them,
@@ -507,13 +516,21 @@ int main(int argc, char** argv) {
   md << "\nTargets at 64 connections, binary: requests/s >= 50% of the in-process batch-1 rate -> ratio "
      << Fixed(bin64->r.rps / rate1, 2) << " (" << (bin64->r.rps / rate1 >= 0.5 ? "met" : "NOT met")
      << "); p99 < 5 ms -> " << Fixed(bin64->r.p99_ms, 2) << " ms (" << (bin64->r.p99_ms < 5 ? "met" : "NOT met")
-     << "). Against in-process batch 64: " << Fixed(bin64->r.rps / rate64, 2) << "x.\n\n"
-     << "Hot swap (binary, 64 connections): steady p99 " << Fixed(steady.p99_ms, 2) << " ms ("
-     << Fixed(steady.rps, 0) << " req/s); during " << swaps_ok << " swaps (paced over " << seconds - 1.5
-     << " s of the run; they took " << Fixed(swaps.swap_seconds, 1) << " s), p99 "
-     << Fixed(during.p99_ms, 2) << " ms (" << Fixed(during.rps, 0) << " req/s, "
-     << during.errors + during.non2xx << " errors). Ratio " << Fixed(during.p99_ms / steady.p99_ms, 2)
-     << "x (target <= 1.5x: " << (during.p99_ms / steady.p99_ms <= 1.5 ? "met" : "NOT met") << ").\n\n";
+     << "). Against in-process batch 64: " << Fixed(bin64->r.rps / rate64, 2) << "x.\n\n";
+  md << "Hot swap (binary, 64 connections; 50 swaps paced over " << seconds - 1.5
+     << " s of a wrk run, alternating between two saved students; each publish loads, checks, freezes, optimizes "
+        "and warms up on a thread at nice +10; three repetitions of a steady run followed by a swap run):\n\n"
+     << "| repetition | steady req/s | steady p99 ms | swaps | swaps took s | during req/s | during p99 ms | errors | "
+        "ratio |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (size_t i = 0; i < swap_runs.size(); ++i) {
+    const auto& r = swap_runs[i];
+    md << "| " << i + 1 << " | " << Fixed(r.steady.rps, 0) << " | " << Fixed(r.steady.p99_ms, 2) << " | "
+       << r.swaps_ok << " | " << Fixed(r.swap_seconds, 1) << " | " << Fixed(r.during.rps, 0) << " | "
+       << Fixed(r.during.p99_ms, 2) << " | " << r.during.errors + r.during.non2xx << " | "
+       << Fixed(swap_ratios[i], 2) << "x |\n";
+  }
+  md << "\nMedian ratio " << Fixed(median_swap_ratio, 2) << "x (target <= 1.5x: "
+     << (median_swap_ratio <= 1.5 ? "met" : "NOT met") << ").\n\n";
   md << "Where forward passes run (binary; runs alternate between two daemons): inline on the "
      << cfg.server.io_threads << " I/O loops (batching.inference_threads 0, the default) vs the previous default, "
      << tcfg.server.io_threads << " I/O thread plus " << tcfg.batching.inference_threads
@@ -529,7 +546,8 @@ int main(int argc, char** argv) {
   }
   md << "\n";
   md << "Learner round (binary, 64 connections; learner.threads " << cfg.learner.threads << ", learner.nice "
-     << cfg.learner.nice << ", the defaults; " << kRoundSamples
+     << cfg.learner.nice << ", learner.idle_priority " << (cfg.learner.idle_priority ? "true" : "false")
+     << ", the defaults; " << kRoundSamples
      << " stored Fashion-MNIST training samples without teacher logits, so the round starts with the teacher pass; "
      << "learner.epochs " << cfg.learner.epochs << " instead of 2 so that training outlasts a wrk run; "
      << (untrained_teacher ? "teacher: an untrained network of the default teacher architecture (CNN 16-32 "
