@@ -137,6 +137,7 @@ class RocksSampleStore final : public SampleStore {
       std::lock_guard<std::mutex> lock(mu_);
       in_flight_.erase(first);
     }
+    incoming_generation_.fetch_add(1);  // also on failure: cheaper than reasoning about partial states
     RETURN_IF_ERROR(FromRocks(s, "append incoming"));
     return range;
   }
@@ -181,8 +182,12 @@ class RocksSampleStore final : public SampleStore {
     ASSIGN_OR_RETURN(std::string value, EncodeSample(sample));
     rocksdb::WriteBatch batch;
     batch.Put(handles_[static_cast<int>(Family::kIncoming)], IncomingKey(id), value);
-    return FromRocks(db_->Write(write_options_, &batch), "put incoming");
+    rocksdb::Status s = db_->Write(write_options_, &batch);
+    incoming_generation_.fetch_add(1);
+    return FromRocks(s, "put incoming");
   }
+
+  uint64_t incoming_generation() const override { return incoming_generation_.load(); }
 
   Result<uint64_t> CountIncoming(SampleId after_id) override {
     if (after_id == UINT64_MAX) return uint64_t{0};
@@ -203,15 +208,19 @@ class RocksSampleStore final : public SampleStore {
 
   Status Apply(std::span<const Mutation> mutations) override {
     rocksdb::WriteBatch batch;
+    bool incoming = false;
     for (const Mutation& m : mutations) {
       rocksdb::ColumnFamilyHandle* cf = handles_[static_cast<int>(m.family)];
+      incoming = incoming || m.family == Family::kIncoming;
       if (m.value) {
         batch.Put(cf, m.key, *m.value);
       } else {
         batch.Delete(cf, m.key);
       }
     }
-    return FromRocks(db_->Write(write_options_, &batch), "apply");
+    rocksdb::Status s = db_->Write(write_options_, &batch);
+    if (incoming) incoming_generation_.fetch_add(1);
+    return FromRocks(s, "apply");
   }
 
   Result<std::optional<std::string>> Get(Family family, std::string_view key) override {
@@ -283,6 +292,7 @@ class RocksSampleStore final : public SampleStore {
 
   std::mutex mu_;
   SampleId next_id_;             // guarded by mu_
+  std::atomic<uint64_t> incoming_generation_{0};
   std::set<SampleId> in_flight_;  // first ids of unfinished appends; guarded by mu_
 };
 

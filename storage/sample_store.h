@@ -90,6 +90,11 @@ class SampleStore {
   // Number of samples in "incoming" with id > after_id (approximate is not
   // allowed: it is exact, by iteration over keys only).
   virtual Result<uint64_t> CountIncoming(SampleId after_id) = 0;
+  // Changes after every write to "incoming" (append, put, or an Apply that
+  // touches it), and only then. CountIncoming iterates every pending sample,
+  // so a poller that read the generation before counting may reuse its count
+  // while the generation stays the same.
+  virtual uint64_t incoming_generation() const = 0;
 
   // Raw access for components that own their keys (replaybuffer/, learner/).
   virtual Status Apply(std::span<const Mutation> mutations) = 0;

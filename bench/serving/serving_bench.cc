@@ -281,6 +281,28 @@ int main(int argc, char** argv) {
     daemon->Shutdown();
     return 0;
   }
+  if (const char* quick = std::getenv("SERVING_BENCH_QUICK"); quick != nullptr && std::string(quick) == "ingest") {
+    // Steady p99 before and after storing 60,000 samples, as the learner-round
+    // section does, to see how long a large ingest keeps the tail up.
+    WrkResult before = RunWrk(env, scripts + "/infer_binary.lua", 64, seconds, port);
+    std::cerr << "before ingest: p99 " << before.p99_ms << " ms, " << before.rps << " req/s\n";
+    auto train = learner::LoadIdxDataset(learner::kDefaultFashionMnistDir, "train", 60000);
+    if (!train.ok()) return 1;
+    for (int64_t b = 0; b < train->size(); b += 1000) {
+      auto samples = learner::DatasetToSamples(*train, b, std::min<int64_t>(b + 1000, train->size()));
+      if (!daemon->store()->AppendIncoming(samples).ok()) return 1;
+    }
+    (void)daemon->store()->Flush();
+    const auto stored = std::chrono::steady_clock::now();
+    for (int i = 0; i < 4; ++i) {
+      WrkResult r = RunWrk(env, scripts + "/infer_binary.lua", 64, seconds, port);
+      std::cerr << "window starting "
+                << Fixed(std::chrono::duration<double>(std::chrono::steady_clock::now() - stored).count() - seconds, 0)
+                << " s after the flush: p99 " << r.p99_ms << " ms, " << r.rps << " req/s\n";
+    }
+    daemon->Shutdown();
+    return 0;
+  }
   if (std::getenv("SERVING_BENCH_QUICK") != nullptr) {
     for (int i = 0; i < 3; ++i) {
       WrkResult r = RunWrk(env, scripts + "/infer_binary.lua", 64, seconds, port);

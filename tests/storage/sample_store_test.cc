@@ -343,3 +343,40 @@ TEST_CASE("compaction threads run at the lowest priority, flushes and callers at
 }
 
 }  // namespace distilld::storage
+
+namespace distilld::storage {
+
+TEST_CASE("incoming_generation changes with every write to incoming, and only then") {
+  distilld::testing::TempDir dir;
+  auto store = OpenStore(dir.str("db"), nullptr, false);
+  uint64_t g = store->incoming_generation();
+  auto bump = [&](const char* what) {
+    INFO(what);
+    const uint64_t now = store->incoming_generation();
+    CHECK(now != g);
+    g = now;
+  };
+  auto same = [&](const char* what) {
+    INFO(what);
+    CHECK(store->incoming_generation() == g);
+  };
+  std::vector<Sample> two = {MakeSample(1), MakeSample(2)};
+  auto range = store->AppendIncoming(two);
+  REQUIRE(range.ok());
+  bump("append");
+  REQUIRE(store->CountIncoming(0).value() == 2);
+  REQUIRE(store->ReadIncoming(0, 10).ok());
+  REQUIRE(store->GetIncoming(range->first).ok());
+  same("reads");
+  REQUIRE(store->PutIncoming(range->first, MakeSample(7)).ok());
+  bump("put");
+  REQUIRE(store->Apply(std::vector<Mutation>{{Family::kState, "k", std::string("v")}}).ok());
+  same("apply to another family");
+  REQUIRE(store->Apply(std::vector<Mutation>{{Family::kIncoming, SampleStore::IncomingKey(range->last),
+                                              std::nullopt}})
+              .ok());
+  bump("apply deleting from incoming");
+  CHECK(store->CountIncoming(0).value() == 1);
+}
+
+}  // namespace distilld::storage
