@@ -25,6 +25,7 @@
 #include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -274,7 +275,9 @@ int main(int argc, char** argv) {
   };
 
   // SERVING_BENCH_QUICK=1: binary at 64 connections only, three runs, no
-  // report; SERVING_BENCH_QUICK=swap: the hot-swap measurement, three times. For profiling and trying a change quickly; the report needs the
+  // report; SERVING_BENCH_QUICK=swap: the hot-swap measurement, three times;
+  // SERVING_BENCH_QUICK=ingest: steady windows after storing 60,000 samples,
+  // then during a learner round, with CPU ticks per thread. For profiling and trying a change quickly; the report needs the
   // full run.
   if (const char* quick = std::getenv("SERVING_BENCH_QUICK"); quick != nullptr && std::string(quick) == "swap") {
     for (int i = 0; i < 3; ++i) MeasureSwaps();
@@ -294,11 +297,39 @@ int main(int argc, char** argv) {
     }
     (void)daemon->store()->Flush();
     const auto stored = std::chrono::steady_clock::now();
-    for (int i = 0; i < 4; ++i) {
+    // CPU ticks per thread name of this process (for where the time goes).
+    auto ticks = [] {
+      std::map<std::string, long> out;
+      for (const auto& t : fs::directory_iterator("/proc/self/task")) {
+        std::ifstream stat(t.path() / "stat");
+        std::string line;
+        std::getline(stat, line);
+        std::string name = line.substr(line.find('(') + 1, line.rfind(')') - line.find('(') - 1);
+        std::istringstream rest(line.substr(line.rfind(')') + 2));
+        std::string f;
+        long ut = 0, st = 0;
+        for (int i = 3; i <= 15 && rest >> f; ++i) {
+          if (i == 14) ut = std::stol(f);
+          if (i == 15) st = std::stol(f);
+        }
+        out[name + "/" + t.path().filename().string()] += ut + st;
+      }
+      return out;
+    };
+    auto window = [&](const std::string& label) {
+      auto t0 = ticks();
       WrkResult r = RunWrk(env, scripts + "/infer_binary.lua", 64, seconds, port);
-      std::cerr << "window starting "
-                << Fixed(std::chrono::duration<double>(std::chrono::steady_clock::now() - stored).count() - seconds, 0)
-                << " s after the flush: p99 " << r.p99_ms << " ms, " << r.rps << " req/s\n";
+      auto t1 = ticks();
+      std::cerr << label << ": p99 " << r.p99_ms << " ms, " << r.rps << " req/s; busy threads:";
+      for (const auto& [k, v] : t1) {
+        const long d = v - (t0.count(k) ? t0[k] : 0);
+        if (d > 10) std::cerr << " " << k << "=" << d;
+      }
+      std::cerr << " (ticks of 10 ms)\n";
+    };
+    for (int i = 0; i < 2; ++i) window("steady after the flush");
+    if (daemon->distiller() != nullptr && daemon->distiller()->RequestRound().ok()) {
+      for (int i = 0; i < 4; ++i) window("during the round (" + daemon->distiller()->Progress().state + ")");
     }
     daemon->Shutdown();
     return 0;
