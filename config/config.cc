@@ -302,6 +302,8 @@ Reader::Fields Schema(Reader& r, Config& c) {
            {"threads", r.Int32(&l.threads, 1, 64)},
            {"nice", r.Int32(&l.nice, 0, 19)},
            {"idle_priority", r.Bool(&l.idle_priority)},
+           {"yield_above_rps", r.Number(&l.yield_above_rps, 0, 1e9, false, ">= 0")},
+           {"max_yield_s", r.Int(&l.max_yield_s, 0, 86400)},
            {"seed", r.UInt(&l.seed, 0, std::numeric_limits<int64_t>::max())},
        })},
       {"capture", r.Section({

@@ -125,6 +125,10 @@ struct LearnerConfig {
   // SCHED_IDLE for the learner thread: train only on CPU time inference
   // leaves idle (rounds pause while the cores are saturated).
   bool idle_priority = true;
+  // The learner waits while inference answers more than this many requests
+  // per second (0 = never), at most max_yield_s per round.
+  double yield_above_rps = 1000;
+  int64_t max_yield_s = 60;
   uint64_t seed = 42;
 };
 

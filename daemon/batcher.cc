@@ -3,6 +3,7 @@
 #include <ATen/Parallel.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
 #include <condition_variable>
 #include <cstring>
@@ -111,6 +112,8 @@ class BatcherImpl final : public Batcher {
     std::lock_guard<std::mutex> lock(mu_);
     return queued_samples_;
   }
+
+  uint64_t completed_requests() const override { return completed_.load(std::memory_order_relaxed); }
 
   int64_t early_dispatch_target() const override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -317,6 +320,7 @@ class BatcherImpl final : public Batcher {
       std::lock_guard<std::mutex> lock(mu_);
       --running_requests_;
     }
+    completed_.fetch_add(1, std::memory_order_relaxed);
     auto done = std::move(q.task.done);
     if (done) done(std::move(result));
   }
@@ -329,7 +333,8 @@ class BatcherImpl final : public Batcher {
   std::deque<Queued> queue_;       // guarded by mu_
   int64_t queued_samples_ = 0;     // guarded by mu_
   bool stopping_ = false;          // guarded by mu_
-  bool drain_posted_ = false;      // inline mode: a DrainInline is pending; guarded by mu_
+  bool drain_posted_ = false;
+  std::atomic<uint64_t> completed_{0};      // inline mode: a DrainInline is pending; guarded by mu_
   // Moving average of requests per dispatched batch; weight of the newest.
   static constexpr double kRequestsAlpha = 0.5;
   double requests_per_batch_ = 1.0;  // guarded by mu_

@@ -116,6 +116,9 @@ class Batcher {
   virtual BatchingLimits limits() const = 0;
   // Samples currently queued.
   virtual int64_t queued_samples() const = 0;
+  // Requests answered since the batcher started (successfully or not); for
+  // rate estimates such as the learner's inference_busy.
+  virtual uint64_t completed_requests() const = 0;
   // Requests an idle inference thread currently waits for before it
   // dispatches early (>= 1); meaningful only with early_dispatch.
   virtual int64_t early_dispatch_target() const = 0;

@@ -239,6 +239,31 @@ Status Daemon::StartLearner(int64_t active_version) {
   learner_beat_ = std::make_unique<Heartbeat>();
   Heartbeat* beat = learner_beat_.get();
   d.on_heartbeat = [beat] { beat->Beat(); };
+  if (c.learner.yield_above_rps > 0) {
+    // The request rate over windows of at least 100 ms (real time: it
+    // describes the machine, not the test clock). Learner thread only.
+    struct RateWindow {
+      std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+      uint64_t count = 0;
+      bool busy = false;
+    };
+    auto window = std::make_shared<RateWindow>();
+    Batcher* batcher = batcher_.get();
+    const double threshold = c.learner.yield_above_rps;
+    window->count = batcher->completed_requests();
+    d.inference_busy = [window, batcher, threshold] {
+      const auto now = std::chrono::steady_clock::now();
+      const double seconds = std::chrono::duration<double>(now - window->start).count();
+      if (seconds >= 0.1) {
+        const uint64_t count = batcher->completed_requests();
+        window->busy = static_cast<double>(count - window->count) / seconds > threshold;
+        window->start = now;
+        window->count = count;
+      }
+      return window->busy;
+    };
+  }
+  d.max_yield_ms = c.learner.max_yield_s * 1000;
   ASSIGN_OR_RETURN(distiller_, learner::IncrementalDistiller::Create(std::move(d)));
   LOG(kInfo) << "learner ready: teacher " << teacher_path << ", round every " << c.learner.trigger_count
              << " samples or " << c.learner.trigger_interval_s << " s";

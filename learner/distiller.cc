@@ -302,6 +302,27 @@ class DistillerImpl final : public IncrementalDistiller {
     return stop_;
   }
 
+  // See DistillerOptions::inference_busy. Aborted("stopped") if Stop() is
+  // called while waiting.
+  Status YieldToInference() {
+    if (!o_.inference_busy || o_.max_yield_ms <= 0) return Status::Ok();
+    while (yielded_us_ < o_.max_yield_ms * 1000 && o_.inference_busy()) {
+      Beat();
+      const auto t0 = std::chrono::steady_clock::now();
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        if (cv_.wait_for(lock, std::chrono::milliseconds(10), [this] { return stop_; })) {
+          return Status::Aborted("stopped");
+        }
+      }
+      yielded_us_ +=
+          std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.yielded_ms = yielded_us_ / 1000;
+    }
+    return Status::Ok();
+  }
+
   void SetState(const std::string& state) {
     std::lock_guard<std::mutex> lock(mu_);
     progress_.state = state;
@@ -331,7 +352,9 @@ class DistillerImpl final : public IncrementalDistiller {
       progress_.total_steps = 0;
       progress_.loss = 0;
       progress_.samples_per_s = 0;
+      progress_.yielded_ms = 0;
     }
+    yielded_us_ = 0;
     LOG(kInfo) << "learner: round " << round_id << " started (" << trigger << ")";
     Status st;
     try {
@@ -390,6 +413,7 @@ class DistillerImpl final : public IncrementalDistiller {
     for (size_t i = 0; i < missing.size(); i += chunk) {
       Beat();
       if (StopRequested()) return Status::Aborted("stopped");
+      RETURN_IF_ERROR(YieldToInference());
       std::vector<storage::Sample> part;
       for (size_t j = i; j < std::min(missing.size(), i + chunk); ++j) part.push_back(*missing[j]);
       ASSIGN_OR_RETURN(torch::Tensor inputs, SamplesToInputs(part));
@@ -566,6 +590,7 @@ class DistillerImpl final : public IncrementalDistiller {
     for (int64_t step = 0; step < total; ++step) {
       Beat();
       if (StopRequested()) return Status::Aborted("stopped");
+      RETURN_IF_ERROR(YieldToInference());
       const int64_t pos = (step % per_epoch) * bs;
       if (pos == 0) std::shuffle(order.begin(), order.end(), rng_);
       const int64_t end = std::min(n, pos + bs);
@@ -628,6 +653,7 @@ class DistillerImpl final : public IncrementalDistiller {
     for (int64_t step = 0; step < total; ++step) {
       Beat();
       if (StopRequested()) return Status::Aborted("stopped");
+      RETURN_IF_ERROR(YieldToInference());
       const int64_t pos = (step % per_epoch) * bs;
       if (pos == 0) std::shuffle(order.begin(), order.end(), rng_);
       const int64_t end = std::min(n, pos + bs);
@@ -777,6 +803,7 @@ class DistillerImpl final : public IncrementalDistiller {
     uint64_t count;
   };
   std::optional<PendingCount> pending_cache_;  // learner thread only
+  int64_t yielded_us_ = 0;  // waited for inference in the current round; learner thread only
   int64_t last_round_end_us_ = 0;
   int64_t backoff_until_us_ = 0;
 
@@ -806,6 +833,7 @@ Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(Disti
   if (o.temperature <= 0) return Status::InvalidArgument("temperature must be > 0");
   RETURN_IF_ERROR(ValidateSchedule(o.temperature_schedule));
   if (o.replay_ratio < 0) return Status::InvalidArgument("replay_ratio must be >= 0");
+  if (o.max_yield_ms < 0) return Status::InvalidArgument("max_yield_ms must be >= 0");
   if (o.balanced_finetune_epochs < 0) return Status::InvalidArgument("balanced_finetune_epochs must be >= 0");
   if (!(o.balanced_finetune_lr_scale > 0)) return Status::InvalidArgument("balanced_finetune_lr_scale must be > 0");
   if (!o.teacher.find_method("forward")) {

@@ -76,6 +76,15 @@ struct DistillerOptions {
   // trains only on CPU time inference leaves idle, and rounds pause while
   // the cores are saturated. false: nice alone.
   bool idle_priority = true;
+  // Optional: true while inference is busy (the daemon derives it from the
+  // request rate, learner.yield_above_rps). Before each teacher chunk and
+  // training step the learner waits while it returns true, so under a load
+  // that saturates the cores training does not take time from requests;
+  // after max_yield_ms of waiting in one round it goes on regardless, so a
+  // round under permanent load is late, not lost. Called on the learner
+  // thread only.
+  std::function<bool()> inference_busy;
+  int64_t max_yield_ms = 60000;
   uint64_t seed = 42;                // shuffling and replay draws
   // --- Mirrors config::ReplayConfig. ---
   // Replayed samples per new training sample. A buffer holding fewer is
@@ -129,6 +138,7 @@ struct DistillerProgress {
   int64_t total_steps = 0;
   double loss = 0.0;         // latest step's loss
   double samples_per_s = 0.0;  // training throughput of the current/last round
+  int64_t yielded_ms = 0;      // time the current/last round waited for inference (inference_busy)
   int64_t rounds_completed = 0;
   std::string last_outcome;  // promoted | rejected | aborted | failed | "" (none yet)
   std::string last_reason;

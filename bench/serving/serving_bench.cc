@@ -131,6 +131,7 @@ void AppendFloat(std::string* out, float v) {
 void DistillerProgressSummary(const learner::DistillerProgress& p, std::string* out) {
   *out = p.state;
   if (p.state == "training") *out += " (step " + std::to_string(p.step) + " of " + std::to_string(p.total_steps) + ")";
+  *out += "; the round had waited " + Fixed(static_cast<double>(p.yielded_ms) / 1000.0, 1) + " s for inference";
 }
 
 }  // namespace
@@ -296,7 +297,6 @@ int main(int argc, char** argv) {
       if (!daemon->store()->AppendIncoming(samples).ok()) return 1;
     }
     (void)daemon->store()->Flush();
-    const auto stored = std::chrono::steady_clock::now();
     // CPU ticks per thread name of this process (for where the time goes).
     auto ticks = [] {
       std::map<std::string, long> out;
@@ -600,7 +600,9 @@ int main(int argc, char** argv) {
   md << "\n";
   md << "Learner round (binary, 64 connections; learner.threads " << cfg.learner.threads << ", learner.nice "
      << cfg.learner.nice << ", learner.idle_priority " << (cfg.learner.idle_priority ? "true" : "false")
-     << ", the defaults; " << kRoundSamples
+     << ", learner.yield_above_rps " << cfg.learner.yield_above_rps << ", learner.max_yield_s "
+     << cfg.learner.max_yield_s << ", the defaults: the learner pauses before each step while inference "
+        "answers more requests per second than that, for at most max_yield_s per round; " << kRoundSamples
      << " stored Fashion-MNIST training samples without teacher logits, so the round starts with the teacher pass; "
      << "learner.epochs " << cfg.learner.epochs << " instead of 2 so that training outlasts a wrk run; "
      << (untrained_teacher ? "teacher: an untrained network of the default teacher architecture (CNN 16-32 "

@@ -353,6 +353,7 @@ TEST_CASE("batcher: inline mode runs what one loop pass delivered as one batch, 
   CHECK(text.find("distilld_batch_size_bucket{le=\"4\"} 0\n") != std::string::npos);
   CHECK(text.find("distilld_batch_size_bucket{le=\"8\"} 1\n") != std::string::npos);
 
+  CHECK(batcher->completed_requests() == 6);
   // The next request posts a fresh drain.
   std::promise<Result<InferOutput>> next;
   REQUIRE(batcher->Submit(Task(Row(x, 0), 1, &next)).ok());

@@ -437,6 +437,66 @@ TEST_CASE("RequestRound, and Stop is prompt and leaves no version behind") {
 }
 
 }  // namespace
+TEST_CASE("while inference is busy the learner waits before each step, up to max_yield_ms per round") {
+  Fixture f;
+  DistillerOptions o = f.Options();
+  std::atomic<int> busy_answers{40};  // "busy" for the first 40 questions
+  std::atomic<int> asked{0};
+  o.inference_busy = [&] {
+    asked.fetch_add(1);
+    return busy_answers.fetch_sub(1) > 0;
+  };
+  o.max_yield_ms = 60000;
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  f.Append(Blobs(200, 31));
+  auto round = (*d)->RunRoundNow("test");
+  REQUIRE(round.ok());
+  CHECK(round->outcome == "promoted");
+  // 40 waits of 10 ms before training went on; then one question per step.
+  CHECK((*d)->Progress().yielded_ms >= 350);
+  CHECK(asked.load() > 40);
+
+  // Busy for ever: the round waits max_yield_ms in total, then trains anyway.
+  Fixture g;
+  DistillerOptions go = g.Options();
+  go.inference_busy = [] { return true; };
+  go.max_yield_ms = 150;
+  auto dg = IncrementalDistiller::Create(go);
+  REQUIRE(dg.ok());
+  g.Append(Blobs(200, 32));
+  auto t0 = std::chrono::steady_clock::now();
+  auto late = (*dg)->RunRoundNow("test");
+  REQUIRE(late.ok());
+  CHECK(late->outcome == "promoted");
+  const int64_t yielded = (*dg)->Progress().yielded_ms;
+  CHECK(yielded >= 150);
+  CHECK(yielded < 1000);
+  CHECK(std::chrono::steady_clock::now() - t0 >= std::chrono::milliseconds(150));
+}
+
+TEST_CASE("Stop is prompt while the learner waits for inference") {
+  Fixture f;
+  DistillerOptions o = f.Options();
+  o.inference_busy = [] { return true; };
+  o.max_yield_ms = 3'600'000;
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  REQUIRE((*d)->Start().ok());
+  f.Append(Blobs(100, 33));
+  auto id = (*d)->RequestRound();
+  REQUIRE(id.ok());
+  REQUIRE(WaitFor([&] { return (*d)->Progress().yielded_ms >= 50; }, 30));
+  CHECK((*d)->Progress().step == 0);
+  auto t0 = std::chrono::steady_clock::now();
+  (*d)->Stop();
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 1.0);
+  auto rec = f.registry->GetRound(*id);
+  REQUIRE(rec.ok());
+  CHECK(rec->outcome == "aborted");
+  CHECK(f.ActiveId() == 1);
+}
+
 TEST_CASE("balanced fine-tuning adds epochs over the buffer plus as many new samples per class as it holds") {
   auto steps = [](const storage::RoundRecord& r) {
     size_t at = r.loss_json.find("\"steps\":");
