@@ -546,6 +546,43 @@ class DistillerImpl final : public IncrementalDistiller {
     return Status::Ok();
   }
 
+  // New samples, then replayed ones, as one Batch. Built in chunks with a
+  // YieldToInference() between them: at 100,000 samples the whole conversion
+  // takes about two seconds, too long to run in one piece under load.
+  Result<Batch> AssembleTrainingData(const std::vector<storage::Sample>& fresh,
+                                     const std::vector<storage::Sample>& replay) {
+    constexpr size_t kChunk = 4096;
+    std::vector<torch::Tensor> inputs, labels, logits;
+    for (const std::vector<storage::Sample>* part : {&fresh, &replay}) {
+      for (size_t i = 0; i < part->size(); i += kChunk) {
+        RETURN_IF_ERROR(YieldToInference());
+        if (StopRequested()) return Status::Aborted("stopped");
+        ASSIGN_OR_RETURN(Batch b, SamplesToBatch(std::span<const storage::Sample>(part->data() + i,
+                                                                                 std::min(kChunk, part->size() - i))));
+        inputs.push_back(b.inputs);
+        labels.push_back(b.labels);
+        if (b.teacher_logits.defined()) logits.push_back(b.teacher_logits);
+      }
+    }
+    if (!logits.empty() && logits.size() != inputs.size()) {
+      return Status::InvalidArgument("only some samples carry teacher logits");
+    }
+    // SamplesToBatch checks within a chunk; torch::cat would throw across them.
+    for (size_t i = 1; i < inputs.size(); ++i) {
+      if (inputs[i].sizes().slice(1) != inputs[0].sizes().slice(1)) {
+        return Status::InvalidArgument("samples of different shapes in one round");
+      }
+      if (!logits.empty() && logits[i].size(1) != logits[0].size(1)) {
+        return Status::InvalidArgument("teacher logit widths differ");
+      }
+    }
+    Batch data;
+    data.inputs = inputs.size() == 1 ? inputs[0] : torch::cat(inputs);
+    data.labels = labels.size() == 1 ? labels[0] : torch::cat(labels);
+    if (!logits.empty()) data.teacher_logits = logits.size() == 1 ? logits[0] : torch::cat(logits);
+    return data;
+  }
+
   // See DistillerOptions::balanced_finetune_epochs. Returns the steps run.
   Result<int64_t> BalancedFinetune(RoundState* rs, torch::jit::Module& candidate, StepOptions so,
                                    const TemperatureScheduleOptions& sched, int64_t main_steps) {
@@ -609,9 +646,7 @@ class DistillerImpl final : public IncrementalDistiller {
 
   Status TrainEvaluatePromote(RoundState* rs, const std::vector<storage::Sample>& replay) {
     SetState("training");
-    std::vector<storage::Sample> all = rs->train_new;
-    all.insert(all.end(), replay.begin(), replay.end());
-    ASSIGN_OR_RETURN(Batch data, SamplesToBatch(all));
+    ASSIGN_OR_RETURN(Batch data, AssembleTrainingData(rs->train_new, replay));
     const int64_t n = data.size();
     const int64_t bs = std::max(1, o_.batch_size);
     const int64_t per_epoch = (n + bs - 1) / bs;
