@@ -225,6 +225,7 @@ Reader::Fields Schema(Reader& r, Config& c) {
                      {"unix_socket", r.String(&s.unix_socket)},
                      {"unix_socket_mode", r.Mode(&s.unix_socket_mode)},
                      {"io_threads", r.Int32(&s.io_threads, 1, 64)},
+                     {"loop_per_thread", r.Bool(&s.loop_per_thread)},
                      {"max_body_bytes", r.UInt(&s.max_body_bytes, 1024, 1ull << 32)},
                      {"max_header_bytes", r.UInt(&s.max_header_bytes, 512, 1u << 20)},
                      {"read_timeout_ms", r.Int(&s.read_timeout_ms, 1, 3'600'000)},

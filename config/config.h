@@ -23,6 +23,9 @@ struct ServerConfig {
   // of the connections (and, with batching.inference_threads 0, the forward
   // passes). 2 suits a 2-core box: see docs/benchmarks-serving.md.
   int io_threads = 2;
+  // Each I/O thread runs its own io_context (true) or all share one (false,
+  // measured slower on 2 cores; HttpServerOptions::loop_per_thread).
+  bool loop_per_thread = true;
   uint64_t max_body_bytes = 16u << 20;     // 413 above it
   uint64_t max_header_bytes = 8192;        // 431 above it
   int64_t read_timeout_ms = 10000;         // per request, re-armed before every read

@@ -47,6 +47,7 @@ ConfigDiff DiffConfigs(const config::Config& a, const config::Config& b) {
   DISTILLD_DIFF(need_restart, server.unix_socket);
   DISTILLD_DIFF(need_restart, server.unix_socket_mode);
   DISTILLD_DIFF(need_restart, server.io_threads);
+  DISTILLD_DIFF(need_restart, server.loop_per_thread);
   DISTILLD_DIFF(need_restart, server.auth_token_file);
   DISTILLD_DIFF(need_restart, server.auth_inference);
   DISTILLD_DIFF(need_restart, batching.inference_threads);

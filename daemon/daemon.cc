@@ -441,6 +441,7 @@ Status Daemon::Start() {
   ho.unix_socket = c.server.unix_socket;
   ho.unix_socket_mode = c.server.unix_socket_mode;
   ho.io_threads = c.server.io_threads;
+  ho.loop_per_thread = c.server.loop_per_thread;
   ho.limits = LimitsFrom(c.server);
   ho.router = &router_;
   ho.metrics = metrics_.get();

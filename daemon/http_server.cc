@@ -126,11 +126,13 @@ class HttpServerImpl final : public HttpServer {
  public:
   explicit HttpServerImpl(const HttpServerOptions& options)
       : options_(options), core_(std::make_shared<SessionCore>()) {
-    // One io_context per thread, each with its own epoll and its own share
-    // of the connections: threads never contend for one queue, and a
-    // request's handlers and its inline batch stay on one thread.
-    for (int i = 0; i < std::max(1, options.io_threads); ++i) {
-      loops_.push_back(std::make_unique<net::io_context>(1));
+    // By default one io_context per thread, each with its own epoll and its
+    // own share of the connections: threads never contend for one queue, and
+    // a request's handlers and its inline batch stay on one thread.
+    const int threads = std::max(1, options.io_threads);
+    const int loops = options.loop_per_thread ? threads : 1;
+    for (int i = 0; i < loops; ++i) {
+      loops_.push_back(std::make_unique<net::io_context>(loops == threads ? 1 : threads));
       work_.push_back(net::make_work_guard(*loops_.back()));
     }
     core_->router = options.router;
@@ -255,8 +257,8 @@ class HttpServerImpl final : public HttpServer {
     if (unix_) unix_->Run();
     for (auto& l : extra_tcp_) l->Run();
     for (auto& l : extra_unix_) l->Run();
-    for (auto& loop : loops_) {
-      threads_.emplace_back([l = loop.get()] {
+    for (int i = 0; i < std::max(1, options_.io_threads); ++i) {
+      threads_.emplace_back([l = loops_[static_cast<size_t>(i) % loops_.size()].get()] {
         current_loop = l;
         l->run();
         current_loop = nullptr;
@@ -342,7 +344,9 @@ class HttpServerImpl final : public HttpServer {
   HttpServerOptions options_;
   // Declared before loops_: sessions destroyed with an io_context still use it.
   std::shared_ptr<SessionCore> core_;
-  std::vector<std::unique_ptr<net::io_context>> loops_;  // one per I/O thread; fixed after construction
+  // One per I/O thread, or one shared by all (loop_per_thread false); fixed
+  // after construction.
+  std::vector<std::unique_ptr<net::io_context>> loops_;
   std::vector<net::executor_work_guard<net::io_context::executor_type>> work_;
   std::atomic<size_t> next_loop_{0};
   std::shared_ptr<Listener<tcp>> tcp_;

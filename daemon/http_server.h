@@ -2,9 +2,10 @@
 // Boost.Beast, dispatching requests to a Router.
 //
 // `io_threads` threads each run their own io_context (own epoll, own
-// handler queue): with one io_context shared by two threads, Asio wakes the
-// other thread for nearly every handler, and 2 threads served fewer
-// requests than 1 (docs/benchmarks-serving.md). The listener hands new
+// handler queue) unless loop_per_thread is false: with one io_context
+// shared by two threads, Asio wakes the other thread for nearly every
+// handler, and 2 threads served fewer requests than 1 (session 3's profile,
+// issue 5). The listener hands new
 // connections to the loops in turn; every connection is a session whose
 // handlers run on its own strand on its loop. Each request is parsed by a
 // fresh Beast parser with the body and header limits (413 / 431), under a
@@ -56,6 +57,11 @@ struct HttpServerOptions {
   // Threads, each running one I/O loop. 2 suits 2-core edge boxes when
   // forward passes run inline on the loops (batching.inference_threads 0).
   int io_threads = 2;
+  // true: each I/O thread runs its own io_context (see above). false: one
+  // io_context run by all io_threads, Asio's other model; measured slower
+  // here, kept for comparison and for handlers that must not be pinned to a
+  // thread.
+  bool loop_per_thread = true;
   HttpLimits limits;
   // Required; not owned.
   const Router* router = nullptr;

@@ -57,6 +57,10 @@ TEST_CASE("serving: 50 hot swaps under load, zero failures, every answer from a 
   auto cfg = TestConfig(dir);
   SUBCASE("batches on an inference thread") { cfg.batching.inference_threads = 1; }
   SUBCASE("batches inline on the I/O loops") { cfg.batching.inference_threads = 0; }
+  SUBCASE("batches inline, one io_context shared by the I/O threads") {
+    cfg.batching.inference_threads = 0;
+    cfg.server.loop_per_thread = false;
+  }
   auto d = StartDaemon(cfg);
   CHECK(d->batcher()->heartbeats().size() == static_cast<size_t>(cfg.batching.inference_threads));
   const uint16_t port = d->tcp_port();
