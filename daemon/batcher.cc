@@ -205,7 +205,9 @@ class BatcherImpl final : public Batcher {
 
   // Inline mode: one batch on the calling (I/O) thread. If requests remain
   // beyond max_batch_size, the next batch is posted rather than run here, so
-  // another I/O thread can take it and this one returns to its sockets.
+  // the loop serves its ready sockets in between (and a shared loop's other
+  // threads may take it). The OpenMP setting and the buffers are per thread;
+  // a process has one batcher.
   void DrainInline() {
     thread_local bool threads_set = false;
     if (!threads_set) {

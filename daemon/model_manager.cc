@@ -1,15 +1,13 @@
 #include "daemon/model_manager.h"
 
+#include <ATen/Parallel.h>
 #include <torch/script.h>
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <mutex>
-#include <thread>
-
-#include <ATen/Parallel.h>
-
 #include <optional>
+#include <thread>
 #include <vector>
 
 #include "common/thread_priority.h"
@@ -148,8 +146,9 @@ class ModelManagerImpl final : public ModelManager {
     auto deadline = std::chrono::steady_clock::now() + options_.retire_wait;
     while (true) {
       {
-        std::lock_guard<std::mutex> lock(active_mu_);
+        std::unique_lock<std::mutex> lock(active_mu_);
         if (retired_.expired()) {
+          lock.unlock();  // Active() callers must not wait for a destructor
           graveyard_->Empty();
           return Status::Ok();
         }
@@ -160,7 +159,6 @@ class ModelManagerImpl final : public ModelManager {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
   }
-
 
   Status PublishLocked(int64_t version, torch::jit::Module module, std::string sha256) {
     const int64_t start = options_.clock->MonotonicMicros();
