@@ -583,6 +583,25 @@ class DistillerImpl final : public IncrementalDistiller {
     return data;
   }
 
+  // Step `step`'s mini-batch: consecutive slices of `order`, reshuffled at
+  // the start of every epoch; first a heartbeat, a stop check and the wait
+  // for inference.
+  Result<Batch> NextMiniBatch(const Batch& data, std::vector<int64_t>& order, int64_t step, int64_t bs) {
+    Beat();
+    if (StopRequested()) return Status::Aborted("stopped");
+    RETURN_IF_ERROR(YieldToInference());
+    const int64_t n = data.size();
+    const int64_t pos = (step % ((n + bs - 1) / bs)) * bs;
+    if (pos == 0) std::shuffle(order.begin(), order.end(), rng_);
+    const int64_t end = std::min(n, pos + bs);
+    torch::Tensor idx = torch::from_blob(order.data() + pos, {end - pos}, torch::kInt64);
+    Batch b;
+    b.inputs = data.inputs.index_select(0, idx);
+    b.labels = data.labels.index_select(0, idx);
+    b.teacher_logits = data.teacher_logits.index_select(0, idx);
+    return b;
+  }
+
   // See DistillerOptions::balanced_finetune_epochs. Returns the steps run.
   Result<int64_t> BalancedFinetune(RoundState* rs, torch::jit::Module& candidate, StepOptions so,
                                    const TemperatureScheduleOptions& sched, int64_t main_steps) {
@@ -625,17 +644,7 @@ class DistillerImpl final : public IncrementalDistiller {
     std::iota(order.begin(), order.end(), 0);
     so.loss.temperature = TemperatureAt(sched, main_steps, main_steps);  // where the main pass ended
     for (int64_t step = 0; step < total; ++step) {
-      Beat();
-      if (StopRequested()) return Status::Aborted("stopped");
-      RETURN_IF_ERROR(YieldToInference());
-      const int64_t pos = (step % per_epoch) * bs;
-      if (pos == 0) std::shuffle(order.begin(), order.end(), rng_);
-      const int64_t end = std::min(n, pos + bs);
-      torch::Tensor idx = torch::from_blob(order.data() + pos, {end - pos}, torch::kInt64);
-      Batch b;
-      b.inputs = data.inputs.index_select(0, idx);
-      b.labels = data.labels.index_select(0, idx);
-      b.teacher_logits = data.teacher_logits.index_select(0, idx);
+      ASSIGN_OR_RETURN(Batch b, NextMiniBatch(data, order, step, bs));
       ASSIGN_OR_RETURN(StepStats st, TrainStep(candidate, *opt, b, so));
       std::lock_guard<std::mutex> lock(mu_);
       progress_.step = main_steps + step + 1;
@@ -686,17 +695,7 @@ class DistillerImpl final : public IncrementalDistiller {
     int64_t seen = 0;
     double first_loss = 0, last_loss = 0, sum_loss = 0;
     for (int64_t step = 0; step < total; ++step) {
-      Beat();
-      if (StopRequested()) return Status::Aborted("stopped");
-      RETURN_IF_ERROR(YieldToInference());
-      const int64_t pos = (step % per_epoch) * bs;
-      if (pos == 0) std::shuffle(order.begin(), order.end(), rng_);
-      const int64_t end = std::min(n, pos + bs);
-      torch::Tensor idx = torch::from_blob(order.data() + pos, {end - pos}, torch::kInt64);
-      Batch b;
-      b.inputs = data.inputs.index_select(0, idx);
-      b.labels = data.labels.index_select(0, idx);
-      b.teacher_logits = data.teacher_logits.index_select(0, idx);
+      ASSIGN_OR_RETURN(Batch b, NextMiniBatch(data, order, step, bs));
       so.loss.temperature = TemperatureAt(sched, step, total);
       ASSIGN_OR_RETURN(StepStats stats, TrainStep(candidate, *opt, b, so));
       seen += stats.samples;
