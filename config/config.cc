@@ -298,6 +298,7 @@ Reader::Fields Schema(Reader& r, Config& c) {
                        })},
            {"balanced_finetune_epochs", r.Int32(&l.balanced_finetune_epochs, 0, 1000)},
            {"balanced_finetune_lr_scale", r.Number(&l.balanced_finetune_lr_scale, 0, 10, true, "in (0, 10]")},
+           {"replay_shift_px", r.Int32(&l.replay_shift_px, 0, 8)},
            {"max_accuracy_drop", r.Number(&l.max_accuracy_drop, 0, 1, false, "in [0, 1]")},
            {"max_class_drop", r.Number(&l.max_class_drop, 0, 1, false, "in [0, 1]")},
            {"threads", r.Int32(&l.threads, 1, 64)},
@@ -366,6 +367,14 @@ std::vector<ConfigError> Validate(const Config& c) {
     }
     if (c.model.architecture.channels.empty()) {
       add("model.architecture.channels", "a cnn needs at least one conv layer");
+    }
+  }
+  if (c.learner.replay_shift_px > 0) {
+    const auto& shape = c.model.input_shape;
+    if (shape.size() < 2) {
+      add("learner.replay_shift_px", "shifted views need an image input shape ([..., height, width]) in model.input_shape");
+    } else if (c.learner.replay_shift_px >= std::min(shape[shape.size() - 2], shape.back())) {
+      add("learner.replay_shift_px", "must be smaller than the image's height and width (model.input_shape)");
     }
   }
   if (c.storage.state_dir.empty()) add("storage.state_dir", "must not be empty");

@@ -121,6 +121,11 @@ struct LearnerConfig {
   // tilt towards classes that just arrived in bulk. 0 = off.
   int balanced_finetune_epochs = 0;
   double balanced_finetune_lr_scale = 0.1;
+  // Replayed samples shown as views shifted by up to this many pixels,
+  // redrawn every epoch and relabelled by the teacher (one teacher pass over
+  // the replayed rows per epoch). Needs image-shaped samples ([..., H, W]).
+  // 0 = off. Worth it when replay_ratio draws a small buffer many times.
+  int replay_shift_px = 0;
   double max_accuracy_drop = 0.005;  // gate: overall held-out accuracy
   double max_class_drop = 0.05;      // gate: any single class
   int threads = 1;                   // LibTorch intra-op threads of the learner

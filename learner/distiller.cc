@@ -583,6 +583,28 @@ class DistillerImpl final : public IncrementalDistiller {
     return data;
   }
 
+  // Rows [first, n) of `data` become fresh augmented views of `originals`
+  // with the teacher's logits on them (see DistillerOptions::replay_augment).
+  Status RefreshReplayViews(Batch& data, int64_t first, const torch::Tensor& originals) {
+    ASSIGN_OR_RETURN(torch::Tensor views, AugmentImages(originals, o_.replay_augment, rng_));
+    const int64_t m = views.size(0);
+    const int64_t chunk = std::max<int64_t>(1, o_.teacher_batch_size);
+    try {
+      data.inputs.narrow(0, first, m).copy_(views);
+      for (int64_t i = 0; i < m; i += chunk) {
+        Beat();
+        if (StopRequested()) return Status::Aborted("stopped");
+        RETURN_IF_ERROR(YieldToInference());
+        const int64_t len = std::min(chunk, m - i);
+        ASSIGN_OR_RETURN(torch::Tensor logits, ForwardInBatches(o_.teacher, views.narrow(0, i, len), chunk));
+        data.teacher_logits.narrow(0, first + i, len).copy_(logits);
+      }
+    } catch (const c10::Error& e) {
+      return Status::Internal(std::string("replay views: ") + e.what_without_backtrace());
+    }
+    return Status::Ok();
+  }
+
   // Step `step`'s mini-batch: consecutive slices of `order`, reshuffled at
   // the start of every epoch; first a heartbeat, a stop check and the wait
   // for inference.
@@ -688,6 +710,13 @@ class DistillerImpl final : public IncrementalDistiller {
       progress_.total_steps = total;
     }
 
+    // Replayed rows follow the new ones (AssembleTrainingData); their
+    // original images are kept so every epoch draws views of the originals.
+    const int64_t replay_first = static_cast<int64_t>(rs->train_new.size());
+    torch::Tensor replay_originals;
+    if (o_.replay_augment.enabled() && replay_first < n) {
+      replay_originals = data.inputs.narrow(0, replay_first, n - replay_first).clone();
+    }
     std::vector<int64_t> order(static_cast<size_t>(n));
     std::iota(order.begin(), order.end(), 0);
     // Throughput is a measurement, not logic: real time even under a test clock.
@@ -695,6 +724,9 @@ class DistillerImpl final : public IncrementalDistiller {
     int64_t seen = 0;
     double first_loss = 0, last_loss = 0, sum_loss = 0;
     for (int64_t step = 0; step < total; ++step) {
+      if (replay_originals.defined() && step % per_epoch == 0) {
+        RETURN_IF_ERROR(RefreshReplayViews(data, replay_first, replay_originals));
+      }
       ASSIGN_OR_RETURN(Batch b, NextMiniBatch(data, order, step, bs));
       so.loss.temperature = TemperatureAt(sched, step, total);
       ASSIGN_OR_RETURN(StepStats stats, TrainStep(candidate, *opt, b, so));
@@ -870,6 +902,7 @@ Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(Disti
   if (o.max_yield_ms < 0) return Status::InvalidArgument("max_yield_ms must be >= 0");
   if (o.balanced_finetune_epochs < 0) return Status::InvalidArgument("balanced_finetune_epochs must be >= 0");
   if (!(o.balanced_finetune_lr_scale > 0)) return Status::InvalidArgument("balanced_finetune_lr_scale must be > 0");
+  if (o.replay_augment.max_shift < 0) return Status::InvalidArgument("replay_augment.max_shift must be >= 0");
   if (!o.teacher.find_method("forward")) {
     return Status::InvalidArgument("distiller needs a teacher module with forward()");
   }

@@ -42,6 +42,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "learner/augment.h"
 #include "learner/kd_loss.h"
 #include "learner/model_builder.h"
 #include "learner/publisher.h"
@@ -100,6 +101,12 @@ struct DistillerOptions {
   // while the buffer is empty. 0 = off.
   int balanced_finetune_epochs = 0;
   double balanced_finetune_lr_scale = 0.1;
+  // Replayed samples are shown as shifted/mirrored views, redrawn every
+  // epoch and labelled afresh by the teacher (its logits on the view, the
+  // stored label kept), so a small buffer yields many distinct old-class
+  // examples. Costs one teacher pass over the replayed rows per epoch.
+  // Needs image-shaped samples ([..., H, W]). Off by default.
+  ImageAugmentOptions replay_augment;
   // --- Distiller-only. ---
   std::string state_dir;             // models/ lives here; required
   size_t max_round_samples = 100000;  // new samples read per round at most

@@ -41,6 +41,10 @@ struct Args {
   double lr = 1e-3;
   int finetune_epochs = 0;    // DistillerOptions::balanced_finetune_epochs
   double finetune_lr_scale = 0.1;
+  ImageAugmentOptions augment;  // DistillerOptions::replay_augment
+  uint64_t seed = 42;           // distiller draws; the initial student uses seed + 1
+  std::string feature_method;   // DistillerOptions::feature_method
+  double feature_weight = 0;
 };
 
 struct Row {
@@ -96,7 +100,7 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
   InitialStudentOptions io;
   io.state_dir = dir;
   io.arch = ArchSpec{"mlp", {1, 28, 28}, 10, {64}, {}};
-  io.seed = 7;
+  io.seed = a.seed + 1;
   auto initial = Must(LoadOrCreateInitialVersion(registry.get(), io));
 
   DistillerOptions o;
@@ -115,6 +119,10 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
   o.replay_ratio = replay_ratio;
   o.balanced_finetune_epochs = a.finetune_epochs;
   o.balanced_finetune_lr_scale = a.finetune_lr_scale;
+  o.replay_augment = a.augment;
+  o.seed = a.seed;
+  o.feature_method = a.feature_method;
+  o.feature_weight = a.feature_weight;
   o.threads = a.threads;
   o.nice = 0;
   o.auto_trigger = false;
@@ -184,6 +192,10 @@ int main(int argc, char** argv) {
   app.add_option("--replay-ratio", a.replay_ratio);
   app.add_option("--finetune-epochs", a.finetune_epochs, "class-balanced fine-tuning epochs after each round");
   app.add_option("--finetune-lr-scale", a.finetune_lr_scale);
+  app.add_option("--augment-shift", a.augment.max_shift, "replayed views shifted by up to N pixels");
+  app.add_option("--seed", a.seed, "shuffling and replay draws; the initial student uses seed + 1");
+  app.add_option("--feature-method", a.feature_method, "feature distillation through this method of both models");
+  app.add_option("--feature-weight", a.feature_weight);
   app.add_option("--alpha", a.alpha);
   app.add_option("--temperature", a.temperature);
   app.add_option("--lr", a.lr);

@@ -76,6 +76,9 @@ learner:
   temperature: 2.0
   temperature_schedule: {start: 1.0, end: 8.0, curve: cosine}
   feature: {method: features, weight: 0.5}
+  balanced_finetune_epochs: 2
+  balanced_finetune_lr_scale: 0.5
+  replay_shift_px: 1
   max_accuracy_drop: 0.01
   max_class_drop: 0.1
   threads: 2
@@ -149,6 +152,9 @@ TEST_CASE("every field is parsed") {
   CHECK(c.learner.temperature_schedule.curve == "cosine");
   CHECK(c.learner.feature.method == "features");
   CHECK(c.learner.feature.weight == doctest::Approx(0.5));
+  CHECK(c.learner.balanced_finetune_epochs == 2);
+  CHECK(c.learner.balanced_finetune_lr_scale == doctest::Approx(0.5));
+  CHECK(c.learner.replay_shift_px == 1);
   CHECK(c.learner.max_accuracy_drop == doctest::Approx(0.01));
   CHECK(c.learner.max_class_drop == doctest::Approx(0.1));
   CHECK(c.learner.threads == 2);
@@ -250,6 +256,20 @@ TEST_CASE("cross-field checks are positioned at the key") {
   CHECK(r.errors[1].key_path == "model.class_names");
   CHECK(r.errors[1].line == 3);
   CHECK(r.errors[1].message.find("expected 3 names") != std::string::npos);
+}
+
+TEST_CASE("shifted replay views need an image input shape larger than the shift") {
+  LoadResult flat = ParseConfig("model:\n  input_shape: [784]\nlearner:\n  replay_shift_px: 1\n");
+  REQUIRE(flat.errors.size() == 1);
+  CHECK(flat.errors[0].key_path == "learner.replay_shift_px");
+  CHECK(flat.errors[0].line == 4);
+  CHECK(flat.errors[0].message.find("image input shape") != std::string::npos);
+  LoadResult tiny = ParseConfig("model:\n  input_shape: [1, 2, 8]\nlearner:\n  replay_shift_px: 2\n");
+  REQUIRE(tiny.errors.size() == 1);
+  CHECK(tiny.errors[0].message.find("smaller than") != std::string::npos);
+  LoadResult ok = ParseConfig("model:\n  input_shape: [1, 28, 28]\nlearner:\n  replay_shift_px: 2\n");
+  CHECK(ok.errors.empty());
+  CHECK(ok.config.learner.replay_shift_px == 2);
 }
 
 TEST_CASE("malformed YAML and missing files are errors, not crashes") {
