@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "replaybuffer/replay_buffer.h"
+#include "replaybuffer/class_counts.h"
 #include "storage/coding.h"
 
 namespace distilld::replaybuffer {
@@ -161,11 +162,7 @@ class HoldoutSetImpl final : public HoldoutSet {
     std::string out;
     out.push_back(static_cast<char>(kStateVersion));
     coding::PutVarint64(&out, c.next_seq);
-    coding::PutVarint64(&out, c.seen.size());
-    for (auto& [cls, n] : c.seen) {
-      coding::PutVarsint64(&out, cls);
-      coding::PutVarint64(&out, n);
-    }
+    PutClassCounts(&out, c.seen);
     return out;
   }
 
@@ -173,16 +170,9 @@ class HoldoutSetImpl final : public HoldoutSet {
   static bool DecodeCounters(std::string_view in, Counters* c) {
     coding::Reader r(in);
     uint8_t version;
-    uint64_t n;
     if (!r.GetByte(&version) || version != kStateVersion || !r.GetVarint64(&c->next_seq) ||
-        !r.GetVarint64(&n) || n > r.remaining() / 2) {
+        !GetClassCounts(&r, &c->seen)) {
       return false;
-    }
-    for (uint64_t i = 0; i < n; ++i) {
-      int64_t cls;
-      uint64_t count;
-      if (!r.GetVarsint64(&cls) || !r.GetVarint64(&count)) return false;
-      c->seen[cls] = count;
     }
     return r.empty();
   }

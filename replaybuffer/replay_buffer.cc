@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "common/log.h"
+#include "replaybuffer/class_counts.h"
 #include "storage/coding.h"
 
 namespace distilld::replaybuffer {
@@ -369,28 +370,16 @@ class ReplayBufferImpl final : public ReplayBuffer {
     out.push_back(static_cast<char>(kStateVersion));
     out.push_back(static_cast<char>(PolicyByte()));
     coding::PutVarint64(&out, s.seen);
-    coding::PutVarint64(&out, s.class_seen.size());
-    for (auto& [c, n] : s.class_seen) {
-      coding::PutVarsint64(&out, c);
-      coding::PutVarint64(&out, n);
-    }
+    PutClassCounts(&out, s.class_seen);
     return out;
   }
 
   static bool DecodeCounters(std::string_view in, State* s, uint8_t* policy) {
     coding::Reader r(in);
     uint8_t version;
-    uint64_t n;
     if (!r.GetByte(&version) || version != kStateVersion || !r.GetByte(policy) ||
-        !r.GetVarint64(&s->seen) || !r.GetVarint64(&n)) {
+        !r.GetVarint64(&s->seen) || !GetClassCounts(&r, &s->class_seen)) {
       return false;
-    }
-    if (n > r.remaining() / 2) return false;  // each class takes at least 2 bytes
-    for (uint64_t i = 0; i < n; ++i) {
-      int64_t c;
-      uint64_t count;
-      if (!r.GetVarsint64(&c) || !r.GetVarint64(&count)) return false;
-      s->class_seen[c] = count;
     }
     return r.empty();
   }
