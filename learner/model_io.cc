@@ -13,6 +13,8 @@
 #include <random>
 #include <sstream>
 
+#include "learner/int8_kernels.h"
+
 namespace distilld::learner {
 namespace {
 
@@ -152,6 +154,9 @@ Result<torch::jit::Module> LoadModel(const std::string& path,
     }
   }
   try {
+    // A native int8 student calls distilld:: operators; they must be
+    // registered before its code is compiled by the loader.
+    RegisterNativeInt8Ops();
     std::istringstream is(std::move(bytes));
     torch::jit::Module module = torch::jit::load(is, torch::kCPU);
     module.eval();

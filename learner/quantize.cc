@@ -18,20 +18,24 @@
 
 #include "learner/compress_arch.h"
 #include "learner/compress_train.h"
+#include "learner/int8_kernels.h"
 
 namespace distilld::learner {
 namespace {
 
 int QMax(int bits) { return bits == 4 ? 7 : 127; }
 
-// Module::define's default resolver knows only `torch`; the int8 source also
-// calls the `quantized::` operators, which Python spells torch.ops.quantized.
-// Saved files print them as ops.quantized.*, which every loader resolves.
+// Module::define's default resolver knows only `torch`; the int8 sources also
+// call the `quantized::` (QNNPACK) or `distilld::` (native) operators, which
+// Python spells torch.ops.quantized / torch.ops.distilld. Saved files print
+// them as ops.<namespace>.*, which a loader resolves if the operators are
+// registered in its process.
 struct QuantizedOpsResolver : public torch::jit::Resolver {
   std::shared_ptr<torch::jit::SugaredValue> resolveValue(const std::string& name, torch::jit::GraphFunction&,
                                                          const torch::jit::SourceRange&) override {
     if (name == "torch") return std::make_shared<torch::jit::BuiltinModule>("aten");
     if (name == "quantized") return std::make_shared<torch::jit::BuiltinModule>("quantized");
+    if (name == "distilld") return std::make_shared<torch::jit::BuiltinModule>("distilld");
     return nullptr;
   }
   torch::jit::TypePtr resolveType(const std::string&, const torch::jit::SourceRange&) override { return nullptr; }
@@ -50,14 +54,18 @@ Status CheckSpec(const torch::jit::Module& m, const ArchSpec& spec) {
   return Status::Ok();
 }
 
-// Conv stages as in BuildModel; `weight` wraps the weight expression (the
-// QAT twin passes it through fake-quant).
-void EmitConvs(std::ostringstream& src, const ArchSpec& spec, bool fq_weight) {
+// Conv stages as in BuildModel; `fq` passes the conv input and weight
+// through fake-quant (the QAT twin of native int8 convolutions).
+void EmitConvs(std::ostringstream& src, const ArchSpec& spec, bool fq) {
   if (spec.kind != "cnn") return;
   for (size_t i = 0; i < spec.channels.size(); ++i) {
     std::string w = "self." + Conv(i, "weight");
-    if (fq_weight) w = "self._fq_w(" + w + ")";
-    src << "        h = torch.max_pool2d(torch.relu(torch.conv2d(h, " << w << ", self." << Conv(i, "bias")
+    std::string in = "h";
+    if (fq) {
+      w = "self._fq_w(" + w + ")";
+      in = "self._fq_a(h)";
+    }
+    src << "        h = torch.max_pool2d(torch.relu(torch.conv2d(" << in << ", " << w << ", self." << Conv(i, "bias")
         << ", [1, 1], [1, 1])), [2, 2])\n";
   }
 }
@@ -72,7 +80,7 @@ std::string QatSource(const ArchSpec& spec, const QatOptions& o) {
       << "        zp = torch.zeros_like(s).int()\n"
       << "        return torch.fake_quantize_per_channel_affine(w, s, zp, 0, " << -qmax << ", " << qmax << ")\n\n";
   // Per-tensor uint8 over [min(x,0), max(x,0)] of this batch, as the dynamic
-  // int8 linear kernel quantizes its input.
+  // int8 kernels (native and QNNPACK) quantize their input.
   src << "def _fq_a(self, x: Tensor) -> Tensor:\n";
   if (o.quantize_activations) {
     src << "        d = x.detach()\n"
@@ -97,6 +105,31 @@ std::string QatSource(const ArchSpec& spec, const QatOptions& o) {
   src << "        return h\n\n"
       << "def forward(self, x):\n"
       << "        return torch.linear(self._fq_a(self.features(x)), self._fq_w(self.out_weight), self.out_bias)\n";
+  return src.str();
+}
+
+// The native int8 module: every conv stage and linear layer is one
+// distilld:: operator (conv + ReLU + pool fused, linear + ReLU fused), so a
+// batch-1 forward is a handful of interpreter steps.
+std::string NativeInt8Source(const ArchSpec& spec) {
+  auto args = [](const std::string& p) {
+    return "self." + p + "_qweight, self." + p + "_wscale, self." + p + "_bias";
+  };
+  std::ostringstream src;
+  src << "def features(self, x):\n"
+      << "        h = x.float()\n";
+  if (spec.kind == "cnn") {
+    for (size_t i = 0; i < spec.channels.size(); ++i) {
+      src << "        h = distilld.conv3x3_relu_pool_int8(h, " << args("conv" + std::to_string(i)) << ")\n";
+    }
+  }
+  src << "        h = h.flatten(1)\n";
+  for (size_t i = 0; i < spec.hidden.size(); ++i) {
+    src << "        h = distilld.linear_int8(h, " << args("fc" + std::to_string(i)) << ", True)\n";
+  }
+  src << "        return h\n\n"
+      << "def forward(self, x):\n"
+      << "        return distilld.linear_int8(self.features(x), " << args("out") << ", False)\n";
   return src.str();
 }
 
@@ -140,6 +173,7 @@ torch::Tensor QuantizeWeight(const torch::Tensor& w, int bits) {
 
 Result<std::string> UseQuantizedEngine() {
   try {
+    RegisterNativeInt8Ops();  // cheap after the first call; see quantize.h
     const auto& supported = at::globalContext().supportedQEngines();
     for (at::QEngine e : {at::QEngine::FBGEMM, at::QEngine::QNNPACK}) {
       if (std::find(supported.begin(), supported.end(), e) != supported.end()) {
@@ -210,12 +244,38 @@ Status QatFineTune(torch::jit::Module& student, const ArchSpec& spec, const QatT
   return Status::Ok();
 }
 
-Result<torch::jit::Module> QuantizeDynamicInt8(const torch::jit::Module& model, const ArchSpec& spec,
-                                               const Int8Options& options) {
-  if (options.weight_bits != 8 && options.weight_bits != 4) {
-    return Status::InvalidArgument("weight_bits must be 8 or 4");
+namespace {
+
+Result<torch::jit::Module> NativeInt8(const torch::jit::Module& model, const ArchSpec& spec,
+                                      const Int8Options& options) {
+  RegisterNativeInt8Ops();
+  try {
+    torch::NoGradGuard no_grad;
+    torch::jit::Module m(spec.kind == "mlp" ? "DistilldMlpInt8Native" : "DistilldCnnInt8Native");
+    auto add_layer = [&](const std::string& prefix) {
+      auto [q, scale] = QuantizeWeightSymmetric(model.attr(prefix + "_weight").toTensor(), options.weight_bits);
+      m.register_buffer(prefix + "_qweight", q);
+      m.register_buffer(prefix + "_wscale", scale);
+      m.register_buffer(prefix + "_bias",
+                        model.attr(prefix + "_bias").toTensor().detach().to(torch::kFloat).contiguous().clone());
+    };
+    if (spec.kind == "cnn") {
+      for (size_t i = 0; i < spec.channels.size(); ++i) add_layer("conv" + std::to_string(i));
+    }
+    for (size_t i = 0; i < spec.hidden.size(); ++i) add_layer("fc" + std::to_string(i));
+    add_layer("out");
+    m.define(NativeInt8Source(spec), std::make_shared<QuantizedOpsResolver>());
+    m.eval();
+    return m;
+  } catch (const c10::Error& e) {
+    return Status::Internal(std::string("int8 conversion (native): ") + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return Status::Internal(std::string("int8 conversion (native): ") + e.what());
   }
-  RETURN_IF_ERROR(CheckSpec(model, spec));
+}
+
+Result<torch::jit::Module> QnnpackInt8(const torch::jit::Module& model, const ArchSpec& spec,
+                                       const Int8Options& options) {
   ASSIGN_OR_RETURN(std::string engine, UseQuantizedEngine());
   try {
     torch::NoGradGuard no_grad;
@@ -239,12 +299,38 @@ Result<torch::jit::Module> QuantizeDynamicInt8(const torch::jit::Module& model, 
     return m;
   } catch (const c10::Error& e) {
     return Status::Internal("int8 conversion (" + engine + "): " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    return Status::Internal("int8 conversion (" + engine + "): " + e.what());
   }
+}
+
+}  // namespace
+
+Result<torch::jit::Module> QuantizeDynamicInt8(const torch::jit::Module& model, const ArchSpec& spec,
+                                               const Int8Options& options) {
+  if (options.weight_bits != 8 && options.weight_bits != 4) {
+    return Status::InvalidArgument("weight_bits must be 8 or 4");
+  }
+  if (options.kernels != "native" && options.kernels != "qnnpack") {
+    return Status::InvalidArgument("int8 kernels must be \"native\" or \"qnnpack\", got \"" + options.kernels + "\"");
+  }
+  RETURN_IF_ERROR(CheckSpec(model, spec));
+  if (options.kernels == "native") return NativeInt8(model, spec, options);
+  return QnnpackInt8(model, spec, options);
 }
 
 int64_t CountModelWeights(const torch::jit::Module& module) {
   int64_t n = 0;
   for (const auto& p : module.parameters()) n += p.numel();
+  // Native int8 modules hold weights and biases as buffers (scales are not
+  // weights).
+  for (const auto& b : module.named_buffers(/*recurse=*/false)) {
+    const std::string& name = b.name;
+    auto ends_with = [&](const std::string& suffix) {
+      return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+    };
+    if (ends_with("_qweight") || ends_with("_bias")) n += b.value.numel();
+  }
   static const c10::OperatorHandle unpack =
       c10::Dispatcher::singleton().findSchemaOrThrow("quantized::linear_unpack", "");
   for (const auto& a : module.named_attributes(/*recurse=*/false)) {

@@ -87,7 +87,9 @@ std::string RunPython(const std::string& cmd, int* rc) {
   return out;
 }
 
-TEST_CASE("int8 module: close to float, smaller on disk, reloads in C++ and Python") {
+// The QNNPACK back end: the one whose files Python can load (a native int8
+// module needs distilld's operators; compress_int8_native_test covers it).
+TEST_CASE("qnnpack int8 module: close to float, smaller on disk, reloads in C++ and Python") {
   auto engine = UseQuantizedEngine();
   REQUIRE(engine.ok());
   MESSAGE("quantized engine: " << *engine);
@@ -97,7 +99,9 @@ TEST_CASE("int8 module: close to float, smaller on disk, reloads in C++ and Pyth
     CAPTURE(spec.kind);
     auto fm = BuildModel(spec, 8);
     REQUIRE(fm.ok());
-    auto qm = QuantizeDynamicInt8(*fm, spec);
+    Int8Options qnnpack;
+    qnnpack.kernels = "qnnpack";
+    auto qm = QuantizeDynamicInt8(*fm, spec, qnnpack);
     REQUIRE(qm.ok());
     CHECK(CountModelWeights(*qm) == CountParameters(*fm));
     CHECK(CountParameters(*qm) < CountParameters(*fm));  // linear weights are packed, not parameters
@@ -159,32 +163,37 @@ TEST_CASE("int8 module: close to float, smaller on disk, reloads in C++ and Pyth
 
 TEST_CASE("the QAT twin computes what the int8 module computes (fake-quant round trip)") {
   REQUIRE(UseQuantizedEngine().ok());
-  for (int bits : {8, 4}) {
-    for (ArchSpec spec : {ArchSpec{"mlp", {1, 8, 8}, 4, {32, 16}, {}}, ArchSpec{"cnn", {1, 8, 8}, 4, {16}, {6, 8}}}) {
-      CAPTURE(bits);
-      CAPTURE(spec.kind);
-      auto fm = BuildModel(spec, 31);
-      REQUIRE(fm.ok());
-      QatOptions qo;
-      qo.weight_bits = bits;
-      auto twin = MakeQatModule(*fm, spec, qo);
-      Int8Options io;
-      io.weight_bits = bits;
-      auto qm = QuantizeDynamicInt8(*fm, spec, io);
-      REQUIRE(twin.ok());
-      REQUIRE(qm.ok());
-      torch::Tensor x = testdata::Quadrants(32, 13).images;
-      torch::NoGradGuard g;
-      twin->eval();
-      torch::Tensor f = fm->forward({x}).toTensor();
-      torch::Tensor t = twin->forward({x}).toTensor();
-      torch::Tensor q = qm->forward({x}).toTensor();
-      const double twin_err = (t - q).abs().max().item<double>();
-      const double float_err = (f - q).abs().max().item<double>();
-      MESSAGE("max |twin - int8| " << twin_err << ", max |float - int8| " << float_err);
-      CHECK(float_err > 0.0);
-      CHECK(twin_err < 1e-4);
-      CHECK(twin_err * 20 < float_err);
+  for (std::string kernels : {"native", "qnnpack"}) {
+    for (int bits : {8, 4}) {
+      for (ArchSpec spec : {ArchSpec{"mlp", {1, 8, 8}, 4, {32, 16}, {}}, ArchSpec{"cnn", {1, 8, 8}, 4, {16}, {6, 8}}}) {
+        CAPTURE(kernels);
+        CAPTURE(bits);
+        CAPTURE(spec.kind);
+        auto fm = BuildModel(spec, 31);
+        REQUIRE(fm.ok());
+        QatOptions qo;
+        qo.weight_bits = bits;
+        qo.quantize_conv = kernels == "native";  // QNNPACK keeps convolutions in float
+        auto twin = MakeQatModule(*fm, spec, qo);
+        Int8Options io;
+        io.weight_bits = bits;
+        io.kernels = kernels;
+        auto qm = QuantizeDynamicInt8(*fm, spec, io);
+        REQUIRE(twin.ok());
+        REQUIRE(qm.ok());
+        torch::Tensor x = testdata::Quadrants(32, 13).images;
+        torch::NoGradGuard g;
+        twin->eval();
+        torch::Tensor f = fm->forward({x}).toTensor();
+        torch::Tensor t = twin->forward({x}).toTensor();
+        torch::Tensor q = qm->forward({x}).toTensor();
+        const double twin_err = (t - q).abs().max().item<double>();
+        const double float_err = (f - q).abs().max().item<double>();
+        MESSAGE("max |twin - int8| " << twin_err << ", max |float - int8| " << float_err);
+        CHECK(float_err > 0.0);
+        CHECK(twin_err < 1e-4);
+        CHECK(twin_err * 20 < float_err);
+      }
     }
   }
 }
