@@ -53,6 +53,7 @@ struct Row {
   std::vector<std::vector<double>> task_acc;  // [after phase l][task j]
   double forgetting = 0;
   double seconds = 0;
+  int64_t steps = 0;  // optimizer steps over all rounds: the training compute
 };
 
 void Die(const Status& st) {
@@ -146,6 +147,9 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
       Must(store->AppendIncoming(chunk));
     }
     auto rec = Must(d->RunRoundNow(offline ? "offline" : "phase"));
+    if (size_t at = rec.loss_json.find("\"steps\":"); at != std::string::npos) {
+      row.steps += std::stoll(rec.loss_json.substr(at + 8));
+    }
     if (rec.outcome != "promoted") {
       std::fprintf(stderr, "%s phase %zu: round %s (%s)\n", name.c_str(), p, rec.outcome.c_str(), rec.reason.c_str());
     }
@@ -236,8 +240,8 @@ int main(int argc, char** argv) {
       "teacher test accuracy %.4f; student MLP 784-64-10; %d epochs/round; buffer %llu; replay ratio %.2f; "
       "balanced fine-tuning %d epochs at %.2fx LR\n\n",
       teacher_eval.accuracy(), a.epochs, static_cast<unsigned long long>(a.capacity), a.replay_ratio, a.finetune_epochs, a.finetune_lr_scale);
-  std::printf("| row | seen after phases 1..5 | all ten after phases 1..5 | final | avg forgetting | time (s) |\n");
-  std::printf("|---|---|---|---|---|---|\n");
+  std::printf("| row | seen after phases 1..5 | all ten after phases 1..5 | final | avg forgetting | steps | time (s) |\n");
+  std::printf("|---|---|---|---|---|---:|---|\n");
   double offline_final = -1;
   for (const auto& r : out) {
     std::string seen, all;
@@ -251,8 +255,9 @@ int main(int argc, char** argv) {
       all += buf;
     }
     if (r.name == "offline") offline_final = r.all_acc.back();
-    std::printf("| %s | %s | %s | %.4f | %s | %.1f |\n", r.name.c_str(), seen.c_str(), all.c_str(), r.all_acc.back(),
-                r.name == "offline" ? "-" : std::to_string(r.forgetting).substr(0, 6).c_str(), r.seconds);
+    std::printf("| %s | %s | %s | %.4f | %s | %lld | %.1f |\n", r.name.c_str(), seen.c_str(), all.c_str(), r.all_acc.back(),
+                r.name == "offline" ? "-" : std::to_string(r.forgetting).substr(0, 6).c_str(),
+                static_cast<long long>(r.steps), r.seconds);
   }
   if (offline_final >= 0) {
     for (const auto& r : out) {
