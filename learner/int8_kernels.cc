@@ -125,6 +125,10 @@ void ConvSumsScalar(const int16_t* p, const int64_t* offsets, const int8_t* w, i
 
 #ifdef DISTILLD_X86
 
+// The small fixed loops over accumulators below carry "#pragma GCC unroll":
+// at -O2 GCC would otherwise keep the accumulator arrays on the stack,
+// which made the SIMD paths several times slower (measured).
+//
 // Only "avx2", not "fma": the epilogue must not be contracted into FMAs here
 // and not in the scalar path (bit-identical outputs across paths).
 __attribute__((target("avx2"))) void MinMaxAvx2(const float* x, int64_t n, float* mn, float* mx) {
@@ -235,14 +239,17 @@ __attribute__((target("avx2"))) void ConvSumsAvx2(const int16_t* p, const int64_
     const int32_t* wo = w_odd + n * k_len;
     for (int64_t m = 0; m < m_stride; m += 16) {
       __m256i e[4], o[4];
+      #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) e[j] = o[j] = _mm256_setzero_si256();
       for (int64_t k = 0; k < k_len; ++k) {
         const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + offsets[k] + m));
+        #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) {
           e[j] = _mm256_add_epi32(e[j], _mm256_madd_epi16(av, _mm256_set1_epi32(we[j * k_len + k])));
           o[j] = _mm256_add_epi32(o[j], _mm256_madd_epi16(av, _mm256_set1_epi32(wo[j * k_len + k])));
         }
       }
+      #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
         const __m256i lo = _mm256_unpacklo_epi32(e[j], o[j]);  // m 0-3 | 8-11
         const __m256i hi = _mm256_unpackhi_epi32(e[j], o[j]);  // m 4-7 | 12-15
@@ -294,41 +301,50 @@ DISTILLD_VNNI_TARGET inline int32_t HorizontalSumVnni(__m256i v) {
 
 // sums[j][n] = sum_k (a[j][k] - zp) * w[n][k] for MB rows of activations
 // (bytes) against all weight rows, four weight rows at a time, 32 k per
-// step; the k tail (< 32) is scalar. wsum[n] (sum of w[n][k] over the
-// 32-aligned prefix) is computed on the first call of a chunk
+// step. The last partial step uses AVX512BW masked loads (zeros past the
+// end, no fault), so there is no scalar tail (with K = 784 a scalar tail of
+// 16 cost more than the whole vector loop at batch 64, measured). wsum[n]
+// (the sum of w[n][:]) is computed on the first call of a chunk
 // (kComputeWsum) and reused.
 template <int MB, bool kComputeWsum>
 DISTILLD_VNNI_TARGET void DotRowsVnni(const uint8_t* const* a, int32_t zp, const int8_t* w, const int8_t* zero_row,
                                       int64_t k_len, int64_t rows, int32_t* wsum, int32_t* const* sums) {
   const int64_t k32 = k_len / 32 * 32;
+  const __mmask32 tail = static_cast<__mmask32>((uint64_t{1} << (k_len - k32)) - 1);
   const __m256i ones = _mm256_set1_epi8(1);
   for (int64_t n = 0; n < rows; n += 4) {
     const int8_t* wr[4];
+#pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) wr[i] = n + i < rows ? w + (n + i) * k_len : zero_row;
     __m256i acc[MB][4];
     __m256i ws[4];
+#pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
       ws[i] = _mm256_setzero_si256();
+#pragma GCC unroll 4
       for (int j = 0; j < MB; ++j) acc[j][i] = _mm256_setzero_si256();
     }
-    for (int64_t k = 0; k < k32; k += 32) {
+    for (int64_t k = 0; k < k_len; k += 32) {
+      const __mmask32 mask = k < k32 ? ~__mmask32{0} : tail;
       __m256i wv[4];
+#pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
-        wv[i] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr[i] + k));
+        wv[i] = _mm256_maskz_loadu_epi8(mask, wr[i] + k);
         if (kComputeWsum) ws[i] = _mm256_dpbusd_epi32(ws[i], ones, wv[i]);
       }
+#pragma GCC unroll 4
       for (int j = 0; j < MB; ++j) {
-        const __m256i av = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a[j] + k));
+        const __m256i av = _mm256_maskz_loadu_epi8(mask, a[j] + k);
+#pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) acc[j][i] = _mm256_dpbusd_epi32(acc[j][i], av, wv[i]);
       }
     }
-    for (int i = 0; i < 4 && n + i < rows; ++i) {
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      if (n + i >= rows) break;
       if (kComputeWsum) wsum[n + i] = HorizontalSumVnni(ws[i]);
-      for (int j = 0; j < MB; ++j) {
-        int32_t r = HorizontalSumVnni(acc[j][i]) - zp * wsum[n + i];
-        for (int64_t k = k32; k < k_len; ++k) r += (static_cast<int32_t>(a[j][k]) - zp) * wr[i][k];
-        sums[j][n + i] = r;
-      }
+#pragma GCC unroll 4
+      for (int j = 0; j < MB; ++j) sums[j][n + i] = HorizontalSumVnni(acc[j][i]) - zp * wsum[n + i];
     }
   }
 }
@@ -368,16 +384,19 @@ DISTILLD_VNNI_TARGET void ConvSumsVnni(const uint32_t* q, const int32_t* w_quad,
     const int32_t* wq = w_quad + n * quads;
     for (int64_t m = 0; m < m_stride; m += 16) {
       __m256i lo[4], hi[4];
+      #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) lo[j] = hi[j] = _mm256_setzero_si256();
       for (int64_t kq = 0; kq < quads; ++kq) {
         const __m256i a0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kq * m_stride + m));
         const __m256i a1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + kq * m_stride + m + 8));
+        #pragma GCC unroll 4
         for (int j = 0; j < 4; ++j) {
           const __m256i wv = _mm256_set1_epi32(wq[j * quads + kq]);
           lo[j] = _mm256_dpbusd_epi32(lo[j], a0, wv);
           hi[j] = _mm256_dpbusd_epi32(hi[j], a1, wv);
         }
       }
+      #pragma GCC unroll 4
       for (int j = 0; j < 4; ++j) {
         const __m256i corr = _mm256_set1_epi32(zp * wsum[n + j]);
         int32_t* out = acc + (n + j) * m_stride + m;
