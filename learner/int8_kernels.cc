@@ -658,6 +658,12 @@ torch::Tensor Conv3x3ReluPoolInt8(const torch::Tensor& x_in, const torch::Tensor
   const float* sp = ws.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   float* yp = y.data_ptr<float>();
+  // The epilogue pools the int32 sums before dequantizing, which is exact
+  // only for positive scales (QuantizeWeightSymmetric's always are).
+  for (int64_t n = 0; n < n_out; ++n) {
+    TORCH_CHECK(sp[n] > 0.0f && std::isfinite(sp[n]), kOp, ": w_scale must be positive and finite, got ", sp[n],
+                " for channel ", n);
+  }
   at::parallel_for(0, batch, 1, [&](int64_t begin, int64_t end) {
     thread_local std::vector<int16_t> p;
     thread_local std::vector<uint8_t> p8;

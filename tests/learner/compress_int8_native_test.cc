@@ -189,6 +189,9 @@ TEST_CASE("bad arguments give a clear error; QuantizeDynamicInt8 returns a Statu
   auto [cq, cs] = QuantizeWeightSymmetric(torch::randn({4, 2, 5, 5}), 8);
   CHECK(message([&] { Conv3x3ReluPoolInt8(torch::rand({1, 2, 8, 8}), cq, cs, b); }).find("[out, in, 3, 3]") !=
         std::string::npos);
+  auto [pq, ps] = QuantizeWeightSymmetric(torch::randn({4, 2, 3, 3}), 8);
+  CHECK(message([&] { Conv3x3ReluPoolInt8(torch::rand({1, 2, 8, 8}), pq, -ps, b); }).find("positive") !=
+        std::string::npos);
   // Through the dispatcher (what TorchScript calls): the same c10::Error.
   const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow("distilld::linear_int8", "");
   std::vector<c10::IValue> stack{torch::rand({2, 7}), wq, ws, b, false};
