@@ -275,8 +275,46 @@ int main(int argc, char** argv) {
     return out;
   };
 
+  // int8 vs float student, served (issue #9): a second daemon with
+  // model.precision int8 (same initial weights: same seed), learner off;
+  // float and int8 runs alternate at each connection count.
+  struct PrecisionRow {
+    int connections;
+    WrkResult f, q;
+  };
+  auto MeasurePrecision = [&](std::vector<PrecisionRow>& rows, double& int8_rate1, double& int8_us1) -> bool {
+    config::Config qcfg = cfg;
+    qcfg.storage.state_dir = dir.str("state-int8");
+    qcfg.model.precision = "int8";
+    qcfg.model.teacher.clear();
+    qcfg.learner.enabled = false;
+    auto qdaemon = daemon::Daemon::Create(qcfg);
+    Status qs = qdaemon->Start();
+    if (!qs.ok()) {
+      std::cerr << "int8 daemon: " << qs.ToString() << "\n";
+      return false;
+    }
+    auto qserved = qdaemon->models()->Active();
+    int8_rate1 = ForwardRate(*qserved, 1, 3.0, &int8_us1);
+    qserved.reset();
+    std::cerr << "int8 baseline: batch 1 " << int8_rate1 << " samples/s (float " << rate1 << ")\n";
+    for (int c : {1, 16, 64}) {
+      PrecisionRow row{c, RunWrk(env, bin_script, c, seconds, port), RunWrk(env, bin_script, c, seconds, qdaemon->tcp_port())};
+      if (!row.f.ok || !row.q.ok) {
+        std::cerr << "wrk failed:\n" << row.f.raw << row.q.raw << "\n";
+        return false;
+      }
+      std::cerr << "c=" << c << ": float " << row.f.rps << " req/s, int8 " << row.q.rps << " req/s ("
+                << Fixed(row.q.rps / row.f.rps, 2) << "x)\n";
+      rows.push_back(row);
+    }
+    qdaemon->Shutdown();
+    return true;
+  };
+
   // SERVING_BENCH_QUICK=1: binary at 64 connections only, three runs, no
   // report; SERVING_BENCH_QUICK=swap: the hot-swap measurement, three times;
+  // SERVING_BENCH_QUICK=int8: the int8-vs-float served rates, once;
   // SERVING_BENCH_QUICK=ingest: steady windows after storing 60,000 samples,
   // then during a learner round, with CPU ticks per thread. For profiling and trying a change quickly; the report needs the
   // full run.
@@ -284,6 +322,13 @@ int main(int argc, char** argv) {
     for (int i = 0; i < 3; ++i) MeasureSwaps();
     daemon->Shutdown();
     return 0;
+  }
+  if (const char* quick = std::getenv("SERVING_BENCH_QUICK"); quick != nullptr && std::string(quick) == "int8") {
+    std::vector<PrecisionRow> rows;
+    double q1 = 0, us1 = 0;
+    const bool ok = MeasurePrecision(rows, q1, us1);
+    daemon->Shutdown();
+    return ok ? 0 : 1;
   }
   if (const char* quick = std::getenv("SERVING_BENCH_QUICK"); quick != nullptr && std::string(quick) == "ingest") {
     // Steady p99 before and after storing 60,000 samples, as the learner-round
@@ -394,42 +439,9 @@ int main(int argc, char** argv) {
     tdaemon->Shutdown();
   }
 
-  // int8 vs float student, served (issue #9): a second daemon with
-  // model.precision int8 (same initial weights: same seed), learner off;
-  // float and int8 runs alternate at each connection count.
-  struct PrecisionRow {
-    int connections;
-    WrkResult f, q;
-  };
   std::vector<PrecisionRow> precision_rows;
   double int8_rate1 = 0, int8_us1 = 0;
-  {
-    config::Config qcfg = cfg;
-    qcfg.storage.state_dir = dir.str("state-int8");
-    qcfg.model.precision = "int8";
-    qcfg.model.teacher.clear();
-    qcfg.learner.enabled = false;
-    auto qdaemon = daemon::Daemon::Create(qcfg);
-    Status qs = qdaemon->Start();
-    if (!qs.ok()) {
-      std::cerr << "int8 daemon: " << qs.ToString() << "\n";
-      return 1;
-    }
-    auto qserved = qdaemon->models()->Active();
-    int8_rate1 = ForwardRate(*qserved, 1, 3.0, &int8_us1);
-    qserved.reset();
-    std::cerr << "int8 baseline: batch 1 " << int8_rate1 << " samples/s\n";
-    for (int c : {1, 16, 64}) {
-      PrecisionRow row{c, RunWrk(env, bin_script, c, seconds, port), RunWrk(env, bin_script, c, seconds, qdaemon->tcp_port())};
-      if (!row.f.ok || !row.q.ok) {
-        std::cerr << "wrk failed:\n" << row.f.raw << row.q.raw << "\n";
-        return 1;
-      }
-      std::cerr << "c=" << c << ": float " << row.f.rps << " req/s, int8 " << row.q.rps << " req/s\n";
-      precision_rows.push_back(row);
-    }
-    qdaemon->Shutdown();
-  }
+  if (!MeasurePrecision(precision_rows, int8_rate1, int8_us1)) return 1;
 
   // A 10-s window's p99 moves by tens of percent between two steady runs on
   // this machine, so the swap measurement is repeated (steady, then swaps,
