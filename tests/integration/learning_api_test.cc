@@ -321,6 +321,43 @@ TEST_CASE("end to end: learn a new class under load, then roll back, with zero f
   CHECK(failed == 0);
 }
 
+TEST_CASE("under inference load the learner waits up to max_yield_s per round, then trains and promotes") {
+  // A busy threshold of 1 request/s: the load thread is always above it.
+  Env env([](config::Config& c) {
+    c.learner.yield_above_rps = 1;
+    c.learner.max_yield_s = 2;
+  });
+  TcpClient c = env.Client();
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0};
+  std::thread load([&] {
+    TcpClient lc(Loopback(env.daemon->tcp_port()));
+    std::vector<float> x(kTaskPixels, 0.5f);
+    while (!stop) {
+      if (lc.Post("/v2/models/fashion/infer", Infer4x4(x.data(), "load")).status != 200) ++failed;
+    }
+  });
+  // The learner judges the rate over windows of >= 100 ms: let one pass.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  std::mt19937_64 rng(5);
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  env.task.Make(200, -1, rng, &x, &y);
+  Reply posted = c.Post("/v1/samples", SamplesJson(x, y));
+  Reply start = c.Post("/v1/learner/rounds", "{}");
+  rapidjson::Document rd;
+  if (posted.status == 200 && start.status == 202) rd = WaitRound(c, Parse(start.body)["round_id"].GetInt64());
+  stop = true;
+  load.join();
+  REQUIRE(posted.status == 200);
+  REQUIRE(start.status == 202);
+  INFO(rd["reason"].GetString());
+  CHECK(std::string(rd["outcome"].GetString()) == "promoted");
+  // It waited its whole allowance (2 s) before and between steps.
+  CHECK(rd["ended_us"].GetInt64() - rd["started_us"].GetInt64() >= 2'000'000);
+  CHECK(failed == 0);
+}
+
 TEST_CASE("model.precision int8 serves a quantized student and reports it") {
   Env env([](config::Config& c) { c.model.precision = "int8"; });
   TcpClient c = env.Client();

@@ -97,6 +97,10 @@ inline config::Config LearningConfig(const TempDir& dir) {
   c.replay.holdout_fraction = 0.2;
   c.learner.trigger_count = 1'000'000;  // rounds only when asked
   c.learner.idle_priority = false;       // under ctest -j it would wait for other tests' CPU
+  // The tests' load threads send requests flat out (thousands a second), so
+  // with the default a round would wait up to max_yield_s (60 s) for them
+  // before training. The waiting has its own test (learning_api_test).
+  c.learner.yield_above_rps = 0;
   c.learner.trigger_interval_s = 3600;
   c.learner.epochs = 4;
   c.learner.batch_size = 32;
