@@ -21,6 +21,7 @@
 #include "learner/quantize.h"
 #include "tests/learner/compress_test_data.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/subprocess.h"
 
 namespace distilld::learner {
 namespace {
@@ -252,20 +253,6 @@ TEST_CASE("native int8 module: close to float, equal to its QAT twin, counts its
   }
 }
 
-std::string Run(const std::string& cmd, int* rc) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) {
-    *rc = -1;
-    return out;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  *rc = ::pclose(p);
-  return out;
-}
-
 // Runs alone in a child process (see the next test case): the operators are
 // registered only by LoadModel there, as in a daemon that loads a saved
 // native int8 student.
@@ -309,12 +296,11 @@ TEST_CASE("native int8 module: save, LoadModel, optimize and a fresh process giv
     const ssize_t len = ::readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     REQUIRE(len > 0);
     exe[len] = '\0';
-    int rc = 0;
-    std::string out = Run("DISTILLD_INT8_FRESH_MODEL=" + saved->path + " " + exe +
-                              " --test-case='fresh process*' 2>&1",
-                          &rc);
+    const testing::ProcessResult run =
+        testing::RunCommand("DISTILLD_INT8_FRESH_MODEL=" + saved->path + " " + exe + " --test-case='fresh process*'");
+    const std::string& out = run.output;
     CAPTURE(out);
-    REQUIRE(rc == 0);
+    REQUIRE(run.exit_code == 0);
     auto pos = out.find("fresh-load logits0 ");
     REQUIRE(pos != std::string::npos);
     CHECK(std::stod(out.substr(pos + 19)) == doctest::Approx(want0).epsilon(1e-6));

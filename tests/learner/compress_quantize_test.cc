@@ -18,6 +18,7 @@
 #include "learner/train_step.h"
 #include "tests/learner/compress_test_data.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/subprocess.h"
 
 namespace distilld::learner {
 namespace {
@@ -71,20 +72,6 @@ TEST_CASE("the QAT twin shares the student's parameters and rounds for real") {
   CHECK(MakeQatModule(*m, {"mlp", {1, 8, 8}, 4, {8}, {}}, QatOptions{3, true, false}).status().code() ==
         StatusCode::kInvalidArgument);
   CHECK(MakeQatModule(*m, {"mlp", {1, 8, 8}, 4, {9}, {}}).status().code() == StatusCode::kInvalidArgument);
-}
-
-std::string RunPython(const std::string& cmd, int* rc) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) {
-    *rc = -1;
-    return out;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  *rc = ::pclose(p);
-  return out;
 }
 
 // The QNNPACK back end: the one whose files Python can load (a native int8
@@ -149,12 +136,11 @@ TEST_CASE("qnnpack int8 module: close to float, smaller on disk, reloads in C++ 
         "y = torch.frombuffer(bytearray(open(sys.argv[3], 'rb').read()), dtype=torch.float32).reshape(64, 10)\n"
         "print('maxdiff %.9f' % (m(x) - y).abs().max().item())\n";
     std::ofstream(dir.str("load.py")) << script;
-    int rc = 0;
-    std::string out = RunPython("/usr/bin/python3 " + dir.str("load.py") + " " + qs->path + " " + xin + " " + yin +
-                                    " " + *engine + " 2>&1",
-                                &rc);
+    const testing::ProcessResult run = testing::RunCommand("/usr/bin/python3 " + dir.str("load.py") + " " + qs->path +
+                                                           " " + xin + " " + yin + " " + *engine);
+    const std::string& out = run.output;
     CAPTURE(out);
-    REQUIRE(rc == 0);
+    REQUIRE(run.exit_code == 0);
     auto pos = out.find("maxdiff ");
     REQUIRE(pos != std::string::npos);
     CHECK(std::stod(out.substr(pos + 8)) < 1e-5);

@@ -10,6 +10,7 @@
 #include "learner/model_builder.h"
 #include "learner/model_io.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/subprocess.h"
 
 namespace distilld::learner {
 namespace {
@@ -24,20 +25,6 @@ std::string SourceDir() {
 bool PythonTorchAvailable() {
   std::string cmd = std::string(kPython) + " -c 'import torch' >/dev/null 2>&1";
   return std::system(cmd.c_str()) == 0;
-}
-
-std::string Run(const std::string& cmd, int* rc) {
-  std::string out;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) {
-    *rc = -1;
-    return out;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  *rc = ::pclose(p);
-  return out;
 }
 
 void CompareWithPython(const ArchSpec& spec, const testing::TempDir& dir) {
@@ -62,11 +49,11 @@ void CompareWithPython(const ArchSpec& spec, const testing::TempDir& dir) {
   }
   std::ostringstream cmd;
   cmd << kPython << " " << SourceDir() << "/tests/learner/interop_load.py " << saved->path << " " << in_path << " "
-      << n << " " << spec.input_shape[0] << " " << spec.input_shape[1] << " " << spec.input_shape[2] << " 2>&1";
-  int rc = 0;
-  std::string out = Run(cmd.str(), &rc);
+      << n << " " << spec.input_shape[0] << " " << spec.input_shape[1] << " " << spec.input_shape[2];
+  const testing::ProcessResult run = testing::RunCommand(cmd.str());
+  const std::string& out = run.output;
   INFO(out);
-  REQUIRE(rc == 0);
+  REQUIRE(run.exit_code == 0);
   std::istringstream is(out);
   std::vector<double> py;
   std::string tok;
