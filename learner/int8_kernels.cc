@@ -90,12 +90,14 @@ void MinMax(const float* x, int64_t n, float* mn, float* mx) {
   *mx = hi;
 }
 
-// out[i] = clamp(zp + round_half_even(x[i] * inv), 0, 255) - zp.
+// clamp(zp + round_half_even(x * inv), 0, 255): the uint8 code of x.
+inline int32_t QuantizeU8(float x, const ActQuant& q) {
+  return std::clamp(static_cast<int32_t>(std::nearbyint(x * q.inv)) + q.zp, 0, 255);
+}
+
+// out[i] = QuantizeU8(x[i]) - zp.
 void QuantizeRowScalar(const float* x, int64_t n, const ActQuant& q, int16_t* out) {
-  for (int64_t i = 0; i < n; ++i) {
-    const int32_t v = static_cast<int32_t>(std::nearbyint(x[i] * q.inv)) + q.zp;
-    out[i] = static_cast<int16_t>(std::clamp(v, 0, 255) - q.zp);
-  }
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int16_t>(QuantizeU8(x[i], q) - q.zp);
 }
 
 // sums[n] = sum_k a[k] * w[n * k_len + k] for n < rows.
@@ -155,16 +157,20 @@ __attribute__((target("avx2"))) void MinMaxAvx2(const float* x, int64_t n, float
   *mx = b;
 }
 
-// Same rounding as std::nearbyint under the default rounding mode
-// (_mm256_cvtps_epi32 rounds half to even).
+// QuantizeU8 of x[0..8) as int32 lanes: the same rounding as std::nearbyint
+// under the default rounding mode (_mm256_cvtps_epi32 rounds half to even).
+// Also inlined into the VNNI functions (their target is a superset).
+__attribute__((target("avx2"))) inline __m256i QuantizeU8x8(const float* x, __m256 inv, __m256i zp) {
+  const __m256i v = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x), inv)), zp);
+  return _mm256_min_epi32(_mm256_max_epi32(v, _mm256_setzero_si256()), _mm256_set1_epi32(255));
+}
+
 __attribute__((target("avx2"))) void QuantizeRowAvx2(const float* x, int64_t n, const ActQuant& q, int16_t* out) {
   const __m256 inv = _mm256_set1_ps(q.inv);
   const __m256i zp = _mm256_set1_epi32(q.zp);
-  const __m256i zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(255);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
-    v = _mm256_sub_epi32(_mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, zp), zero), top), zp);
+    const __m256i v = _mm256_sub_epi32(QuantizeU8x8(x + i, inv, zp), zp);
     const __m128i packed = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), packed);
   }
@@ -272,31 +278,19 @@ __attribute__((target("avx2"))) void ConvSumsAvx2(const int16_t* p, const int64_
 
 #define DISTILLD_VNNI_TARGET __attribute__((target("avx2,avx512f,avx512vl,avx512bw,avx512vnni")))
 
-// out[i] = clamp(zp + round_half_even(x[i] * inv), 0, 255) as bytes.
+// out[i] = QuantizeU8(x[i]) as bytes.
 DISTILLD_VNNI_TARGET void QuantizeRowU8Vnni(const float* x, int64_t n, const ActQuant& q, uint8_t* out) {
   const __m256 inv = _mm256_set1_ps(q.inv);
   const __m256i zp = _mm256_set1_epi32(q.zp);
-  const __m256i zero = _mm256_setzero_si256(), top = _mm256_set1_epi32(255);
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
-    v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, zp), zero), top);
+    const __m256i v = QuantizeU8x8(x + i, inv, zp);
     // Values are in [0, 255], so the saturating packs are exact. (Not
     // vpmovdb: GCC 12's intrinsic trips -Wmaybe-uninitialized.)
     const __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(w16, w16));
   }
-  for (; i < n; ++i) {
-    const int32_t v = static_cast<int32_t>(std::nearbyint(x[i] * q.inv)) + q.zp;
-    out[i] = static_cast<uint8_t>(std::clamp(v, 0, 255));
-  }
-}
-
-DISTILLD_VNNI_TARGET inline int32_t HorizontalSumVnni(__m256i v) {
-  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
-  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
-  return _mm_cvtsi128_si32(s);
+  for (; i < n; ++i) out[i] = static_cast<uint8_t>(QuantizeU8(x[i], q));
 }
 
 // sums[j][n] = sum_k (a[j][k] - zp) * w[n][k] for MB rows of activations
@@ -342,9 +336,9 @@ DISTILLD_VNNI_TARGET void DotRowsVnni(const uint8_t* const* a, int32_t zp, const
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
       if (n + i >= rows) break;
-      if (kComputeWsum) wsum[n + i] = HorizontalSumVnni(ws[i]);
+      if (kComputeWsum) wsum[n + i] = HorizontalSum(ws[i]);
 #pragma GCC unroll 4
-      for (int j = 0; j < MB; ++j) sums[j][n + i] = HorizontalSumVnni(acc[j][i]) - zp * wsum[n + i];
+      for (int j = 0; j < MB; ++j) sums[j][n + i] = HorizontalSum(acc[j][i]) - zp * wsum[n + i];
     }
   }
 }
