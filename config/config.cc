@@ -299,6 +299,8 @@ Reader::Fields Schema(Reader& r, Config& c) {
            {"balanced_finetune_epochs", r.Int32(&l.balanced_finetune_epochs, 0, 1000)},
            {"balanced_finetune_lr_scale", r.Number(&l.balanced_finetune_lr_scale, 0, 10, true, "in (0, 10]")},
            {"replay_shift_px", r.Int32(&l.replay_shift_px, 0, 8)},
+           {"recycle_dormant_units", r.Bool(&l.recycle_dormant_units)},
+           {"dormant_threshold", r.Number(&l.dormant_threshold, 0, 1, false, "in [0, 1]")},
            {"max_accuracy_drop", r.Number(&l.max_accuracy_drop, 0, 1, false, "in [0, 1]")},
            {"max_class_drop", r.Number(&l.max_class_drop, 0, 1, false, "in [0, 1]")},
            {"threads", r.Int32(&l.threads, 1, 64)},

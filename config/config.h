@@ -118,14 +118,22 @@ struct LearnerConfig {
   // Epochs over a class-balanced set (the replay buffer plus as many new
   // samples per class as it holds per class) at learning_rate *
   // balanced_finetune_lr_scale after each round's epochs; evens out the
-  // tilt towards classes that just arrived in bulk. 0 = off.
-  int balanced_finetune_epochs = 0;
+  // tilt towards classes that just arrived in bulk. Not run with
+  // replay_ratio 0. 0 = off.
+  int balanced_finetune_epochs = 3;
   double balanced_finetune_lr_scale = 0.1;
   // Replayed samples shown as views shifted by up to this many pixels,
   // redrawn every epoch and relabelled by the teacher (one teacher pass over
   // the replayed rows per epoch). Needs image-shaped samples ([..., H, W]).
   // 0 = off. Worth it when replay_ratio draws a small buffer many times.
   int replay_shift_px = 0;
+  // Before each round, hidden units of a built-in student that never fire on
+  // the round's data get new incoming and zero outgoing weights (same
+  // function, full width to learn with; learner/recycle.h).
+  bool recycle_dormant_units = true;
+  // A unit counts as dormant at mean activation <= this times its layer's
+  // mean. 0 = only units that never fire.
+  double dormant_threshold = 0.0;
   double max_accuracy_drop = 0.005;  // gate: overall held-out accuracy
   double max_class_drop = 0.05;      // gate: any single class
   int threads = 1;                   // LibTorch intra-op threads of the learner

@@ -83,6 +83,8 @@ learner::DistillerOptions DistillerFrom(const config::Config& c) {
   d.balanced_finetune_epochs = l.balanced_finetune_epochs;
   d.balanced_finetune_lr_scale = l.balanced_finetune_lr_scale;
   d.replay_augment.max_shift = l.replay_shift_px;
+  d.recycle_dormant_units = l.recycle_dormant_units;
+  d.recycle.threshold = l.dormant_threshold;
   d.replay_ratio = c.replay.replay_ratio;
   d.state_dir = c.storage.state_dir;
   return d;

@@ -685,6 +685,23 @@ class DistillerImpl final : public IncrementalDistiller {
     if (o_.max_steps > 0) total = std::min(total, o_.max_steps);
 
     ASSIGN_OR_RETURN(torch::jit::Module candidate, CloneForTraining(active_));
+    int64_t recycled = 0;
+    if (o_.recycle_dormant_units) {
+      Result<RecycleStats> r = RecycleDormantUnits(candidate, data.inputs, o_.recycle, rng_);
+      if (r.ok()) {
+        recycled = r->recycled;
+        if (recycled > 0) {
+          LOG(kInfo) << "learner: recycled " << recycled << " of " << r->units << " dormant units";
+        }
+      } else if (r.status().code() == StatusCode::kFailedPrecondition) {
+        if (!warned_recycle_) {
+          LOG(kInfo) << "learner: not recycling dormant units: " << r.status().message();
+        }
+        warned_recycle_ = true;
+      } else {
+        return r.status().WithContext("recycling dormant units");
+      }
+    }
     std::vector<torch::Tensor> params;
     for (const auto& p : candidate.parameters()) params.push_back(p);
     std::optional<FeatureProjector> projector;
@@ -740,13 +757,14 @@ class DistillerImpl final : public IncrementalDistiller {
       progress_.loss = stats.loss;
       progress_.samples_per_s = secs > 0 ? static_cast<double>(seen) / secs : 0.0;
     }
-    if (o_.balanced_finetune_epochs > 0) {
+    if (o_.balanced_finetune_epochs > 0 && o_.replay_ratio > 0) {
       ASSIGN_OR_RETURN(int64_t steps, BalancedFinetune(rs, candidate, so, sched, total));
       total += steps;
     }
     {
       std::ostringstream os;
-      os << "{\"steps\":" << total << ",\"first\":" << first_loss << ",\"last\":" << last_loss
+      os << "{\"steps\":" << total << ",\"recycled_units\":" << recycled << ",\"first\":" << first_loss
+         << ",\"last\":" << last_loss
          << ",\"mean\":" << (total > 0 ? sum_loss / static_cast<double>(total) : 0.0) << "}";
       rs->record.loss_json = os.str();
     }
@@ -863,6 +881,7 @@ class DistillerImpl final : public IncrementalDistiller {
   torch::jit::Module active_;
   int64_t active_id_;
   std::mt19937_64 rng_;
+  bool warned_recycle_ = false;  // learner thread only
   struct PendingCount {
     storage::SampleId cursor;
     uint64_t generation;
@@ -903,6 +922,7 @@ Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(Disti
   if (o.balanced_finetune_epochs < 0) return Status::InvalidArgument("balanced_finetune_epochs must be >= 0");
   if (!(o.balanced_finetune_lr_scale > 0)) return Status::InvalidArgument("balanced_finetune_lr_scale must be > 0");
   if (o.replay_augment.max_shift < 0) return Status::InvalidArgument("replay_augment.max_shift must be >= 0");
+  if (!(o.recycle.threshold >= 0)) return Status::InvalidArgument("recycle.threshold must be >= 0");
   if (!o.teacher.find_method("forward")) {
     return Status::InvalidArgument("distiller needs a teacher module with forward()");
   }

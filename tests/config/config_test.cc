@@ -79,6 +79,8 @@ learner:
   balanced_finetune_epochs: 2
   balanced_finetune_lr_scale: 0.5
   replay_shift_px: 1
+  recycle_dormant_units: false
+  dormant_threshold: 0.05
   max_accuracy_drop: 0.01
   max_class_drop: 0.1
   threads: 2
@@ -155,6 +157,8 @@ TEST_CASE("every field is parsed") {
   CHECK(c.learner.balanced_finetune_epochs == 2);
   CHECK(c.learner.balanced_finetune_lr_scale == doctest::Approx(0.5));
   CHECK(c.learner.replay_shift_px == 1);
+  CHECK_FALSE(c.learner.recycle_dormant_units);
+  CHECK(c.learner.dormant_threshold == doctest::Approx(0.05));
   CHECK(c.learner.max_accuracy_drop == doctest::Approx(0.01));
   CHECK(c.learner.max_class_drop == doctest::Approx(0.1));
   CHECK(c.learner.threads == 2);
@@ -270,6 +274,20 @@ TEST_CASE("shifted replay views need an image input shape larger than the shift"
   LoadResult ok = ParseConfig("model:\n  input_shape: [1, 28, 28]\nlearner:\n  replay_shift_px: 2\n");
   CHECK(ok.errors.empty());
   CHECK(ok.config.learner.replay_shift_px == 2);
+}
+
+TEST_CASE("dormant-unit recycling is on by default; its threshold is a share in [0, 1]") {
+  LoadResult defaults = ParseConfig("{}\n");
+  REQUIRE(defaults.errors.empty());
+  CHECK(defaults.config.learner.recycle_dormant_units);
+  CHECK(defaults.config.learner.dormant_threshold == 0.0);
+  LoadResult bad = ParseConfig("learner:\n  dormant_threshold: 2\n");
+  REQUIRE(bad.errors.size() == 1);
+  CHECK(bad.errors[0].key_path == "learner.dormant_threshold");
+  CHECK(bad.errors[0].message.find("[0, 1]") != std::string::npos);
+  LoadResult word = ParseConfig("learner:\n  recycle_dormant_units: sometimes\n");
+  REQUIRE(word.errors.size() == 1);
+  CHECK(word.errors[0].key_path == "learner.recycle_dormant_units");
 }
 
 TEST_CASE("malformed YAML and missing files are errors, not crashes") {

@@ -14,6 +14,7 @@
 #include <cerrno>
 
 #include "learner/distiller.h"
+#include "learner/model_io.h"
 #include "learner/train_step.h"
 #include "tests/support/temp_dir.h"
 
@@ -71,7 +72,8 @@ struct Fixture {
   RecordingPublisher publisher;
   storage::VersionRecord initial;
 
-  Fixture() {
+  // student_path: the initial student's file ("" = a built-in MLP 4-8-3).
+  explicit Fixture(const std::string& student_path = "") {
     storage::SampleStoreOptions so;
     so.path = dir.str("samples");
     so.sync = false;
@@ -91,6 +93,7 @@ struct Fixture {
     InitialStudentOptions io;
     io.state_dir = dir.str();
     io.arch = ArchSpec{"mlp", {1, 2, 2}, 3, {8}, {}};
+    io.student_path = student_path;
     io.seed = 5;
     auto v = LoadOrCreateInitialVersion(registry.get(), io);
     REQUIRE(v.ok());
@@ -503,22 +506,40 @@ TEST_CASE("balanced fine-tuning adds epochs over the buffer plus as many new sam
     REQUIRE(at != std::string::npos);
     return std::stoll(r.loss_json.substr(at + 8));
   };
-  // Same data and seeds, with and without the fine-tuning pass.
-  Fixture plain, tuned;
+  // Same data and seeds, with and without the fine-tuning pass; and both
+  // again without replay (replay_ratio 0), where it must not run.
+  Fixture plain, tuned, plain_noreplay, tuned_noreplay;
   DistillerOptions po = plain.Options(), to = tuned.Options();
+  po.balanced_finetune_epochs = 0;
   to.balanced_finetune_epochs = 2;
   to.balanced_finetune_lr_scale = 0.5;
+  DistillerOptions pn = po, tn = to;
+  pn.replay_ratio = tn.replay_ratio = 0;
+  for (auto [o, f] : {std::pair{&pn, &plain_noreplay}, std::pair{&tn, &tuned_noreplay}}) {
+    o->state_dir = f->dir.str();
+    o->store = f->store.get();
+    o->registry = f->registry.get();
+    o->buffer = f->buffer.get();
+    o->holdout = f->holdout.get();
+    o->publisher = &f->publisher;
+    o->clock = &f->clock;
+  }
   auto dp = IncrementalDistiller::Create(po);
   auto dt = IncrementalDistiller::Create(to);
+  auto dpn = IncrementalDistiller::Create(pn);
+  auto dtn = IncrementalDistiller::Create(tn);
   REQUIRE(dp.ok());
   REQUIRE(dt.ok());
+  REQUIRE(dpn.ok());
+  REQUIRE(dtn.ok());
   const auto first = Blobs(300, 21);
-  plain.Append(first);
-  tuned.Append(first);
+  for (Fixture* f : {&plain, &tuned, &plain_noreplay, &tuned_noreplay}) f->Append(first);
   auto p1 = (*dp)->RunRoundNow("test");
   auto t1 = (*dt)->RunRoundNow("test");
   REQUIRE(p1.ok());
   REQUIRE(t1.ok());
+  REQUIRE((*dpn)->RunRoundNow("test").ok());
+  REQUIRE((*dtn)->RunRoundNow("test").ok());
   CHECK(steps(*t1) == steps(*p1));  // the buffer was empty: nothing to balance against
   CHECK(t1->outcome == "promoted");
 
@@ -534,12 +555,18 @@ TEST_CASE("balanced fine-tuning adds epochs over the buffer plus as many new sam
     labelled += n;
     classes += n > 0;
   }
-  plain.Append(zeros);
-  tuned.Append(zeros);
+  for (Fixture* f : {&plain, &tuned, &plain_noreplay, &tuned_noreplay}) f->Append(zeros);
   auto p2 = (*dp)->RunRoundNow("test");
   auto t2 = (*dt)->RunRoundNow("test");
+  auto pn2 = (*dpn)->RunRoundNow("test");
+  auto tn2 = (*dtn)->RunRoundNow("test");
   REQUIRE(p2.ok());
   REQUIRE(t2.ok());
+  REQUIRE(pn2.ok());
+  REQUIRE(tn2.ok());
+  // No replay: the buffer is full, yet no fine-tuning pass replays it.
+  REQUIRE(tuned_noreplay.buffer->Stats().size == 200);
+  CHECK(steps(*tn2) == steps(*pn2));
   // Balanced set: the whole buffer + (buffer size / classes) new class-0
   // samples (about 190 arrived for training, more than that).
   const int64_t set = static_cast<int64_t>(before.size + labelled / classes);
@@ -591,6 +618,65 @@ TEST_CASE("shifted replay views are relabelled by the teacher every epoch") {
   auto refused = IncrementalDistiller::Create(bad);
   REQUIRE_FALSE(refused.ok());
   CHECK(refused.status().message().find("replay_augment.max_shift") != std::string::npos);
+}
+
+TEST_CASE("units of the active version that never fire are recycled before training; without it they stay dead") {
+  // A built-in student whose hidden units 0-3 never fire: zero weights and
+  // a negative bias. Such units get no gradient, so training alone never
+  // revives them.
+  testing::TempDir files;
+  auto built = BuildModel(ArchSpec{"mlp", {1, 2, 2}, 3, {8}, {}}, 5);
+  REQUIRE(built.ok());
+  {
+    torch::NoGradGuard no_grad;
+    for (int64_t j = 0; j < 4; ++j) {
+      built->attr("fc0_weight").toTensor()[j].zero_();
+      built->attr("fc0_bias").toTensor()[j].fill_(-1.0);
+    }
+  }
+  auto saved = SaveModelAtomic(*built, files.str("dead.pt"));
+  REQUIRE(saved.ok());
+  Fixture on(saved->path), off(saved->path);
+  DistillerOptions oo = on.Options(), fo = off.Options();
+  fo.recycle_dormant_units = false;
+  auto d_on = IncrementalDistiller::Create(oo);
+  auto d_off = IncrementalDistiller::Create(fo);
+  REQUIRE(d_on.ok());
+  REQUIRE(d_off.ok());
+  const auto batch = Blobs(300, 41);
+  on.Append(batch);
+  off.Append(batch);
+  auto r_on = (*d_on)->RunRoundNow("test");
+  auto r_off = (*d_off)->RunRoundNow("test");
+  REQUIRE(r_on.ok());
+  REQUIRE(r_off.ok());
+  auto recycled = [](const storage::RoundRecord& r) {
+    size_t at = r.loss_json.find("\"recycled_units\":");
+    REQUIRE(at != std::string::npos);
+    return std::stoll(r.loss_json.substr(at + 17));
+  };
+  CHECK(recycled(*r_on) >= 4);  // the four, and any the random init left dead
+  CHECK(recycled(*r_off) == 0);
+  CHECK(r_on->outcome == "promoted");
+
+  auto fc0 = [](Fixture& f) {
+    auto active = f.registry->ActiveVersion();
+    REQUIRE(active.ok());
+    REQUIRE(active->has_value());
+    auto m = LoadModel(f.dir.str((*active)->path), (*active)->sha256);
+    REQUIRE(m.ok());
+    return m->attr("fc0_weight").toTensor().narrow(0, 0, 4).abs().sum().item<float>();
+  };
+  CHECK(fc0(on) > 0);  // re-drawn, then trained
+  // Not recycled: still exactly zero (whether or not that round's
+  // candidate was promoted, the active version's rows are).
+  CHECK(fc0(off) == 0);
+
+  DistillerOptions bad = on.Options();
+  bad.recycle.threshold = -0.5;
+  auto refused = IncrementalDistiller::Create(bad);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.status().message().find("recycle.threshold") != std::string::npos);
 }
 
 }  // namespace distilld::learner
