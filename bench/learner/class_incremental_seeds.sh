@@ -3,6 +3,8 @@
 # that match each replay setting's training steps (docs/benchmarks-learner.md).
 # Usage: bench/learner/class_incremental_seeds.sh BENCH_BINARY TEACHER.pt [seed...]
 # Run from a scratch directory; each configuration writes its own work dir.
+# These are session 4's measurements, from before dormant units were recycled
+# (hence --recycle 0 --finetune-epochs 0, the defaults then); class_incremental_recycle.sh measures the current default.
 set -euo pipefail
 bin=$1 teacher=$2
 shift 2
@@ -12,7 +14,7 @@ run() {  # label, then bench arguments
   local label=$1
   shift
   echo "### $label: $*"
-  "$bin" --teacher "$teacher" --threads 1 "$@" 2>/dev/null | grep -E '^\|' | grep -vE '^\| row|^\|---'
+  "$bin" --teacher "$teacher" --threads 1 --recycle 0 --finetune-epochs 0 "$@" 2>/dev/null | grep -E '^\|' | grep -vE '^\| row|^\|---'
 }
 for s in "${seeds[@]}"; do
   echo "## seed $s"
