@@ -141,6 +141,14 @@ double Json(const std::string& json, const std::string& prefix) {
   return std::stod(json.substr(acc + 11));
 }
 
+// An integer field of a round's loss JSON ({"steps":N,"recycled_units":N,...}).
+int64_t LossField(const storage::RoundRecord& r, const std::string& key) {
+  const std::string tag = "\"" + key + "\":";
+  size_t at = r.loss_json.find(tag);
+  REQUIRE(at != std::string::npos);
+  return std::stoll(r.loss_json.substr(at + tag.size()));
+}
+
 template <typename F>
 bool WaitFor(F pred, double seconds) {
   auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
@@ -501,11 +509,7 @@ TEST_CASE("Stop is prompt while the learner waits for inference") {
 }
 
 TEST_CASE("balanced fine-tuning adds epochs over the buffer plus as many new samples per class as it holds") {
-  auto steps = [](const storage::RoundRecord& r) {
-    size_t at = r.loss_json.find("\"steps\":");
-    REQUIRE(at != std::string::npos);
-    return std::stoll(r.loss_json.substr(at + 8));
-  };
+  auto steps = [](const storage::RoundRecord& r) { return LossField(r, "steps"); };
   // Same data and seeds, with and without the fine-tuning pass; and both
   // again without replay (replay_ratio 0), where it must not run.
   Fixture plain, tuned, plain_noreplay, tuned_noreplay;
@@ -650,13 +654,8 @@ TEST_CASE("units of the active version that never fire are recycled before train
   auto r_off = (*d_off)->RunRoundNow("test");
   REQUIRE(r_on.ok());
   REQUIRE(r_off.ok());
-  auto recycled = [](const storage::RoundRecord& r) {
-    size_t at = r.loss_json.find("\"recycled_units\":");
-    REQUIRE(at != std::string::npos);
-    return std::stoll(r.loss_json.substr(at + 17));
-  };
-  CHECK(recycled(*r_on) >= 4);  // the four, and any the random init left dead
-  CHECK(recycled(*r_off) == 0);
+  CHECK(LossField(*r_on, "recycled_units") >= 4);  // the four, and any the random init left dead
+  CHECK(LossField(*r_off, "recycled_units") == 0);
   CHECK(r_on->outcome == "promoted");
 
   auto fc0 = [](Fixture& f) {
