@@ -517,17 +517,11 @@ TEST_CASE("balanced fine-tuning adds epochs over the buffer plus as many new sam
   po.balanced_finetune_epochs = 0;
   to.balanced_finetune_epochs = 2;
   to.balanced_finetune_lr_scale = 0.5;
-  DistillerOptions pn = po, tn = to;
+  DistillerOptions pn = plain_noreplay.Options(), tn = tuned_noreplay.Options();
+  pn.balanced_finetune_epochs = po.balanced_finetune_epochs;
+  tn.balanced_finetune_epochs = to.balanced_finetune_epochs;
+  tn.balanced_finetune_lr_scale = to.balanced_finetune_lr_scale;
   pn.replay_ratio = tn.replay_ratio = 0;
-  for (auto [o, f] : {std::pair{&pn, &plain_noreplay}, std::pair{&tn, &tuned_noreplay}}) {
-    o->state_dir = f->dir.str();
-    o->store = f->store.get();
-    o->registry = f->registry.get();
-    o->buffer = f->buffer.get();
-    o->holdout = f->holdout.get();
-    o->publisher = &f->publisher;
-    o->clock = &f->clock;
-  }
   auto dp = IncrementalDistiller::Create(po);
   auto dt = IncrementalDistiller::Create(to);
   auto dpn = IncrementalDistiller::Create(pn);
