@@ -1,4 +1,6 @@
+#include <deque>
 #include <mutex>
+#include <optional>
 
 #include "common/log.h"
 #include "replaybuffer/replay_buffer.h"
@@ -22,6 +24,10 @@ struct Counters {
   std::map<int64_t, uint64_t> seen;  // labelled samples seen per class
   std::map<int64_t, uint64_t> held;  // held out per class
   uint64_t size = 0;
+  // Keys (seq) of each class's held-out samples, oldest first: what a full
+  // set evicts to make room for a class with fewer samples. In memory only
+  // (rebuilt from the keys at Restore).
+  std::map<int64_t, std::deque<uint64_t>> seqs;
 };
 
 class HoldoutSetImpl final : public HoldoutSet {
@@ -43,8 +49,10 @@ class HoldoutSetImpl final : public HoldoutSet {
     }
     Status st = store_->Scan(Family::kHoldout, prefix_, [&](std::string_view k, std::string_view v) {
       if (k.substr(0, prefix_.size()) != prefix_) return false;
+      std::optional<uint64_t> seq;
       if (k.size() == prefix_.size() + 8) {
-        c.next_seq = std::max(c.next_seq, coding::GetBigEndian64(k.substr(prefix_.size())) + 1);
+        seq = coding::GetBigEndian64(k.substr(prefix_.size()));
+        c.next_seq = std::max(c.next_seq, *seq + 1);
       }
       Result<storage::Sample> s = storage::DecodeSample(v);
       if (!s.ok() || !s->label) {
@@ -53,6 +61,7 @@ class HoldoutSetImpl final : public HoldoutSet {
       }
       c.held[*s->label] += 1;
       c.size += 1;
+      if (seq) c.seqs[*s->label].push_back(*seq);  // keys come in seq order
       return true;
     });
     RETURN_IF_ERROR(st.WithContext("holdout " + options_.name));
@@ -79,14 +88,30 @@ class HoldoutSetImpl final : public HoldoutSet {
       uint64_t seen = ++next.seen[cls];
       uint64_t held = next.held[cls];
       // Hold this one out if the class would otherwise fall below its share.
-      bool hold = next.size < options_.max_samples &&
-                  static_cast<double>(held + 1) <= options_.fraction * static_cast<double>(seen) + 1e-9;
+      bool hold = static_cast<double>(held + 1) <= options_.fraction * static_cast<double>(seen) + 1e-9;
+      if (hold && next.size >= options_.max_samples) {
+        // Full: a class with fewer held-out samples than the largest one takes
+        // the place of that class's oldest, so classes that arrive late are
+        // judged on as many samples as early ones.
+        int64_t largest = cls;
+        for (const auto& [k, n] : next.held) {
+          if (n > next.held[largest]) largest = k;
+        }
+        hold = next.held[largest] > held + 1 && !next.seqs[largest].empty();
+        if (hold) {
+          m.push_back({Family::kHoldout, Key(next.seqs[largest].front()), std::nullopt});
+          next.seqs[largest].pop_front();
+          next.held[largest] -= 1;
+          next.size -= 1;
+        }
+      }
       if (!hold) {
         train.push_back(std::move(s));
         continue;
       }
       Result<std::string> v = storage::EncodeSample(s);
       if (!v.ok()) return v.status().WithContext("sample " + std::to_string(i));
+      next.seqs[cls].push_back(next.next_seq);
       m.push_back({Family::kHoldout, Key(next.next_seq++), std::move(v).value()});
       held_out[i] = true;
       next.held[cls] += 1;
@@ -114,6 +139,7 @@ class HoldoutSetImpl final : public HoldoutSet {
         return Status::InvalidArgument("sample " + std::to_string(i) + " has no label");
       }
       ASSIGN_OR_RETURN(std::string v, storage::EncodeSample(samples[i]));
+      next.seqs[*samples[i].label].push_back(next.next_seq);
       m.push_back({Family::kHoldout, Key(next.next_seq++), std::move(v)});
       next.held[*samples[i].label] += 1;
       next.seen[*samples[i].label] += 1;
@@ -149,6 +175,11 @@ class HoldoutSetImpl final : public HoldoutSet {
   std::map<int64_t, uint64_t> ClassCounts() const override {
     std::lock_guard<std::mutex> lock(mu_);
     return counters_.held;
+  }
+
+  uint64_t generation() const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return counters_.next_seq;
   }
 
  private:

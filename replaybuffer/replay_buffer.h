@@ -87,7 +87,10 @@ class ReplayBuffer {
 struct HoldoutOptions {
   // Share of labelled samples set aside, per class. Default 10%.
   double fraction = 0.1;
-  // Upper bound on held-out samples in total (oldest kept). Default 5000.
+  // Upper bound on held-out samples in total. Default 5000. When full, a
+  // sample of a class with fewer held-out samples than the largest class
+  // replaces that class's oldest one (the set stays balanced as new classes
+  // arrive); Add() refuses beyond it.
   size_t max_samples = 5000;
   std::string name = "holdout";
 };
@@ -119,6 +122,9 @@ class HoldoutSet {
   virtual Result<std::vector<storage::Sample>> All() = 0;
   virtual uint64_t size() const = 0;
   virtual std::map<int64_t, uint64_t> ClassCounts() const = 0;
+  // Grows by one with every sample ever held out (persisted): two
+  // evaluations with the same generation ran on the same set.
+  virtual uint64_t generation() const = 0;
 };
 
 }  // namespace distilld::replaybuffer

@@ -158,5 +158,54 @@ TEST_CASE("holdout: max_samples bounds the set; Add validates") {
   CHECK(HoldoutSet::Open(store.get(), bad).status().code() == StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("holdout: when full, a class that arrives late takes the place of the largest class's oldest samples") {
+  testing::TempDir dir;
+  auto store = OpenStore(dir.str("db"));
+  HoldoutOptions o;
+  o.max_samples = 40;
+  o.fraction = 0.1;
+  {
+    auto h = OpenHoldout(store.get(), o);
+    // Classes 0 and 1 fill the set (200 each -> 20 held out each).
+    std::vector<Sample> early;
+    for (int i = 0; i < 400; ++i) early.push_back(Labelled(i, i % 2));
+    REQUIRE(h->Split(early).ok());
+    CHECK(h->size() == 40);
+    const uint64_t gen = h->generation();
+    // Class 2 arrives: its share (20) is made room for, 10 from each of 0 and 1.
+    std::vector<Sample> late;
+    for (int i = 0; i < 200; ++i) late.push_back(Labelled(1000 + i, 2));
+    auto train = h->Split(late);
+    REQUIRE(train.ok());
+    CHECK(h->size() == 40);
+    auto counts = h->ClassCounts();
+    CHECK(counts[2] >= 13);
+    CHECK(counts[0] + counts[1] + counts[2] == 40);
+    CHECK(counts[0] >= counts[2] - 1);
+    CHECK(counts[1] >= counts[2] - 1);
+    CHECK(train->size() == 200 - counts[2]);
+    CHECK(h->generation() == gen + counts[2]);
+    // The oldest were evicted: the first samples of class 0 are gone.
+    auto all = h->All();
+    REQUIRE(all.ok());
+    std::set<std::string> ids;
+    for (const auto& s : *all) ids.insert(s.request_id);
+    CHECK(ids.count("0") == 0);
+    CHECK(all->size() == 40);
+  }
+  // The index of keys is rebuilt on reopening: eviction goes on from there.
+  auto h = OpenHoldout(store.get(), o);
+  const auto before = h->ClassCounts();
+  std::vector<Sample> more;
+  for (int i = 0; i < 200; ++i) more.push_back(Labelled(2000 + i, 3));
+  REQUIRE(h->Split(more).ok());
+  auto after = h->ClassCounts();
+  CHECK(after[3] >= 8);
+  CHECK(h->size() == 40);
+  auto all = h->All();
+  REQUIRE(all.ok());
+  CHECK(all->size() == 40);
+}
+
 }  // namespace
 }  // namespace distilld::replaybuffer
