@@ -1,4 +1,4 @@
-// Recycling dormant hidden units of a built-in student between rounds.
+// Recycling dormant hidden units of a student between rounds.
 //
 // Why: a round that trains on only a few classes (the first phase of a
 // class-incremental stream) leaves many ReLU units that never fire on any
@@ -13,8 +13,15 @@
 // the unit can learn again in the round that follows.
 // Measured in docs/benchmarks-learner.md ("Dormant units").
 //
-// Thread-safety: a pure function of its arguments; the caller must not use
-// `module` on other threads meanwhile.
+// Any TorchScript module whose parameters, in declaration order, form a chain
+// of linear and 2-d convolution layers (each optionally followed by a
+// BatchNorm, with running statistics) is supported: distilld's built-ins and
+// the usual Python nn.Sequential or nn.Module with layers declared in the
+// order forward uses them. Dormancy is read from gradients (a unit through
+// which no gradient flows, in or out), so ReLU, pooling and BatchNorm need
+// not be located in the code. Residual connections, shared layers, grouped
+// convolutions, embeddings or layers declared out of order are refused.
+//
 #pragma once
 
 #include <torch/script.h>
@@ -27,9 +34,10 @@
 namespace distilld::learner {
 
 struct RecycleOptions {
-  // A unit is dormant when its mean activation over the inputs is at most
-  // `threshold` times the mean over its layer's units (ReDo's tau). Default 0:
-  // only units that are zero on every input. Raise (ReDo uses 0.025-0.1) to
+  // A unit is dormant when the gradient reaching its outgoing weights (its
+  // activations, weighted by the gradient they feed) is at most `threshold`
+  // times its layer's mean (ReDo's tau). Default 0: only units through which
+  // nothing flows, in or out, on any input. Raise (ReDo uses 0.025-0.1) to
   // also recycle units that fire rarely; they lose what they carry.
   double threshold = 0.0;
   // At most this many inputs, drawn at random, are measured. Default 8192:
@@ -47,14 +55,21 @@ struct RecycleStats {
   int64_t recycled = 0;  // of which recycled
 };
 
-// For a built-in architecture (learner/model_builder.h, kinds mlp and cnn):
-// measures every hidden unit (conv channel or fc unit) on `inputs` [N, C, H, W]
-// (or a random max_inputs of them)
-// and, for each dormant one, draws new incoming weights and bias (the same
-// uniform initialisation BuildModel uses, from `rng`) and zeroes its weights in
-// the next layer. Changes the module's parameter tensors in place.
-// FailedPrecondition (module untouched) for any other module; InvalidArgument for
-// inputs that do not fit it or an empty batch; Internal for a LibTorch error.
+// OK if RecycleDormantUnits can work on `module` (its parameters chain, see
+// above); else FailedPrecondition saying which parameter does not fit.
+Status CheckRecyclable(const torch::jit::Module& module);
+
+// Measures every hidden unit (conv channel or linear unit) on `inputs` (or a
+// random max_inputs of them) in eval mode and, for each dormant one, draws new
+// incoming weights and bias (PyTorch's default uniform initialisation, from
+// `rng`), resets its BatchNorm channel (weight 1, bias 0, mean 0, variance 1)
+// and zeroes its weights in the next layer. Changes the module's tensors in
+// place; its training mode is left as it was. With threshold 0 the outputs on
+// the inputs are checked to be unchanged, else everything is put back and
+// FailedPrecondition returned (a forward that does not use the layers in
+// parameter order). FailedPrecondition (module untouched) for a module that
+// does not chain; InvalidArgument for inputs that do not fit it or an empty
+// batch.
 Result<RecycleStats> RecycleDormantUnits(torch::jit::Module& module, const torch::Tensor& inputs,
                                          const RecycleOptions& options, std::mt19937_64& rng);
 
