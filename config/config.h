@@ -127,15 +127,21 @@ struct LearnerConfig {
   // the replayed rows per epoch). Needs image-shaped samples ([..., H, W]).
   // 0 = off. Worth it when replay_ratio draws a small buffer many times.
   int replay_shift_px = 0;
-  // Before each round, hidden units of a built-in student that never fire on
-  // the round's data get new incoming and zero outgoing weights (same
-  // function, full width to learn with; learner/recycle.h).
+  // Before each round, hidden units of the student (built-in or not) through
+  // which no gradient flows on the round's data get new incoming and zero
+  // outgoing weights (same function, full width to learn with;
+  // learner/recycle.h).
   bool recycle_dormant_units = true;
-  // A unit counts as dormant at mean activation <= this times its layer's
-  // mean. 0 = only units that never fire.
+  // A unit counts as dormant when the gradient reaching its outgoing weights
+  // is <= this times its layer's mean. 0 = only units nothing flows through.
   double dormant_threshold = 0.0;
-  double max_accuracy_drop = 0.005;  // gate: overall held-out accuracy
-  double max_class_drop = 0.05;      // gate: any single class
+  // The promotion gate (learner/gate.h, same names and defaults).
+  double max_accuracy_drop = 0.005;   // overall held-out accuracy may drop this much
+  double max_class_drop = 0.1;        // an old class, among the active version's classes
+  double min_class_retention = 0.5;   // share of an old class's accuracy to keep
+  double min_new_class_accuracy = 0.2;  // a class counts as learned / recognised
+  int64_t min_class_samples = 20;     // fewer held-out samples: class not judged
+  double regression_z = 1.645;        // a drop must be this many standard errors beyond noise
   int threads = 1;                   // LibTorch intra-op threads of the learner
   int nice = 10;                     // learner thread priority
   // SCHED_IDLE for the learner thread: train only on CPU time inference

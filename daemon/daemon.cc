@@ -74,8 +74,12 @@ learner::DistillerOptions DistillerFrom(const config::Config& c) {
   d.temperature_schedule.curve = l.temperature_schedule.curve;
   d.feature_method = l.feature.method;
   d.feature_weight = l.feature.weight;
-  d.max_accuracy_drop = l.max_accuracy_drop;
-  d.max_class_drop = l.max_class_drop;
+  d.gate.max_accuracy_drop = l.max_accuracy_drop;
+  d.gate.max_class_drop = l.max_class_drop;
+  d.gate.min_class_retention = l.min_class_retention;
+  d.gate.min_new_class_accuracy = l.min_new_class_accuracy;
+  d.gate.min_class_samples = l.min_class_samples;
+  d.gate.regression_z = l.regression_z;
   d.threads = l.threads;
   d.nice = l.nice;
   d.idle_priority = l.idle_priority;
@@ -115,11 +119,6 @@ void AppendMetric(std::string* out, const char* name, const char* type, const ch
   *out += '\n';
 }
 
-std::string VersionFileName(int64_t id) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "v%06lld.pt", static_cast<long long>(id));
-  return buf;
-}
 
 }  // namespace
 
@@ -175,41 +174,20 @@ Status Daemon::OpenState() {
 }
 
 Result<storage::VersionRecord> Daemon::EnsureActiveVersion() {
-  ASSIGN_OR_RETURN(std::optional<storage::VersionRecord> active, registry_->ActiveVersion());
-  if (active) return *active;
-
   const config::Config c = config();
-  torch::jit::Module module;
-  if (!c.model.student.empty()) {
-    ASSIGN_OR_RETURN(module, learner::LoadModel(c.model.student));
-    LOG(kInfo) << "no active version: importing the initial student from " << c.model.student;
-  } else {
-    learner::ArchSpec spec;
-    spec.kind = c.model.architecture.kind;
-    spec.input_shape = c.model.input_shape;
-    spec.classes = c.model.classes;
-    spec.hidden = c.model.architecture.hidden;
-    spec.channels = c.model.architecture.channels;
-    ASSIGN_OR_RETURN(module, learner::BuildModel(spec, c.learner.seed));
-    LOG(kInfo) << "no active version: built an initial " << spec.kind << " student";
-  }
-  // Versions that exist but none active (all rejected, say) keep their files;
-  // the new one takes the next free number.
-  ASSIGN_OR_RETURN(std::vector<storage::VersionRecord> all, registry_->ListVersions());
-  int64_t next = 1;
-  for (const auto& v : all) next = std::max(next, v.id + 1);
-  const std::string rel = "models/" + VersionFileName(next);
-  ASSIGN_OR_RETURN(learner::SavedModel saved,
-                   learner::SaveModelAtomic(module, (fs::path(c.storage.state_dir) / rel).string()));
-  storage::VersionRecord record;
-  record.path = rel;
-  record.sha256 = saved.sha256;
-  record.size_bytes = saved.size_bytes;
-  record.note = "initial student";
-  ASSIGN_OR_RETURN(record.id, registry_->AddVersion(record));
-  RETURN_IF_ERROR(registry_->Activate(record.id));
-  record.status = storage::VersionStatus::kActive;
-  return record;
+  learner::InitialStudentOptions o;
+  o.state_dir = c.storage.state_dir;
+  o.student_path = c.model.student;
+  o.arch.kind = c.model.architecture.kind;
+  o.arch.input_shape = c.model.input_shape;
+  o.arch.classes = c.model.classes;
+  o.arch.hidden = c.model.architecture.hidden;
+  o.arch.channels = c.model.architecture.channels;
+  o.seed = c.learner.seed;
+  // One implementation of the version lifecycle: the active version's file
+  // is checked against its checksum, or the initial student is saved,
+  // registered and activated (with its event).
+  return learner::LoadOrCreateInitialVersion(registry_.get(), o);
 }
 
 Status Daemon::StartLearner(int64_t active_version) {

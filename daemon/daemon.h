@@ -88,6 +88,7 @@ class Daemon {
   MetricsRegistry* metrics() const { return metrics_.get(); }
   storage::SampleStore* store() const { return store_.get(); }
   storage::Registry* registry() const { return registry_.get(); }
+  replaybuffer::HoldoutSet* holdout() const { return holdout_.get(); }
   // Null when the learner is disabled (config, or no teacher file).
   learner::IncrementalDistiller* distiller() const { return distiller_.get(); }
   VersionActivator* activator() const { return activator_.get(); }

@@ -115,7 +115,7 @@ std::string DemoYaml(const DemoOptions& o, const std::string& state, const std::
     << "replay:\n  policy: class_balanced\n  capacity: 2000\n  holdout_fraction: 0.1\n  replay_ratio: 1.0\n"
     << "learner:\n  trigger_count: 3000\n  trigger_interval_s: 5\n  min_samples: " << kSettledSamples << "\n  epochs: 2\n"
     << "  batch_size: 64\n  learning_rate: 0.001\n  alpha: 0.5\n  temperature: 4.0\n"
-    << "  max_accuracy_drop: 0.01\n  max_class_drop: 0.5\n  threads: 1\n  nice: 10\n"
+    << "  threads: 1\n  nice: 10\n"
     << "capture:\n  fraction: 0.02\n"
     << "logging:\n  level: warning\n";
   return y.str();

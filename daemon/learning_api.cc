@@ -155,8 +155,15 @@ std::string SampleContext(const Status& st, int64_t per_sample) {
   return "sample " + std::to_string(element / per_sample) + ": " + m;
 }
 
+struct DecodedSamples {
+  std::vector<Sample> samples;
+  // parameters.holdout: the samples go straight into the held-out set (to
+  // seed it for classes the initial student already knows).
+  bool holdout = false;
+};
+
 // Decodes a POST /v1/samples body into samples, or the 400 message.
-Result<std::vector<Sample>> DecodeSamples(Api* api, const HttpRequest& req) {
+Result<DecodedSamples> DecodeSamples(Api* api, const HttpRequest& req) {
   const ModelSignature& model = api->o.model;
   std::optional<std::string_view> header_length;
   auto hl = req.find("Inference-Header-Content-Length");
@@ -204,6 +211,24 @@ Result<std::vector<Sample>> DecodeSamples(Api* api, const HttpRequest& req) {
       }
     }
   }
+  bool holdout = false;
+  if (const rapidjson::Value* params = tr.parameters()) {
+    if (auto h = params->FindMember("holdout"); h != params->MemberEnd()) {
+      if (!h->value.IsBool()) return Status::InvalidArgument("parameters.holdout: expected a boolean");
+      holdout = h->value.GetBool();
+    }
+  }
+  if (holdout) {
+    if (label == nullptr) {
+      return Status::InvalidArgument("parameters.holdout: held-out samples need a 'label' input");
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      if (labels[i] < 0) {
+        return Status::InvalidArgument("sample " + std::to_string(i) + ": " + label->field + ".data[" +
+                                       std::to_string(i) + "]: held-out samples need a label, got -1");
+      }
+    }
+  }
   std::vector<Sample> samples(static_cast<size_t>(n));
   const size_t bytes = static_cast<size_t>(per_sample) * sizeof(float);
   for (int64_t i = 0; i < n; ++i) {
@@ -214,18 +239,48 @@ Result<std::vector<Sample>> DecodeSamples(Api* api, const HttpRequest& req) {
     if (!labels.empty() && labels[i] >= 0) s.label = labels[i];
     s.source = storage::SampleSource::kIngest;
   }
-  return samples;
+  return DecodedSamples{std::move(samples), holdout};
+}
+
+// parameters.holdout: the labelled samples join the held-out set directly
+// (durably, one atomic write); they are never trained on.
+HttpResponse AddToHoldout(Api* api, const std::vector<Sample>& batch) {
+  if (api->o.holdout == nullptr) {
+    return MakeError(HttpStatus::conflict, "parameters.holdout: the learner is disabled, so there is no held-out set");
+  }
+  Status st = api->o.holdout->Add(batch);
+  if (!st.ok()) {
+    LOG(kWarning) << "holdout ingest failed: " << st.ToString();
+    if (st.code() == StatusCode::kResourceExhausted) {
+      return MakeError(HttpStatus::insufficient_storage,
+                       "parameters.holdout: " + st.message() + " (replay.holdout_max)");
+    }
+    return ErrorFor(Status::Unavailable("could not store the held-out samples: " + st.message()));
+  }
+  if (api->ingested) api->ingested->WithLabels({"holdout"})->Increment(batch.size());
+  rapidjson::StringBuffer sb;
+  Writer w(sb);
+  w.StartObject();
+  w.Key("accepted");
+  w.Uint64(batch.size());
+  w.Key("holdout");
+  w.Bool(true);
+  w.Key("holdout_size");
+  w.Uint64(api->o.holdout->size());
+  w.EndObject();
+  return Json(HttpStatus::ok, sb);
 }
 
 void PostSamples(Api* api, const HttpRequest& req, const RouteParams&, Responder respond) {
   if (!Authorized(api, req, respond)) return;
-  auto samples = std::make_shared<Result<std::vector<Sample>>>(DecodeSamples(api, req));
+  auto samples = std::make_shared<Result<DecodedSamples>>(DecodeSamples(api, req));
   if (!samples->ok()) {
     respond(MakeError(HttpStatus::bad_request, samples->status().message()));
     return;
   }
   Offload(api, std::move(respond), [api, samples]() {
-    const auto& batch = samples->value();
+    const auto& batch = samples->value().samples;
+    if (samples->value().holdout) return AddToHoldout(api, batch);
     Result<storage::IdRange> range = api->o.store->AppendIncoming(batch);
     if (!range.ok()) {
       LOG(kWarning) << "ingest failed: " << range.status().ToString();
@@ -347,6 +402,8 @@ void GetLearner(Api* api, const HttpRequest&, const RouteParams&, Responder resp
     w.EndObject();
     w.Key("rounds_completed");
     w.Int64(p.rounds_completed);
+    w.Key("rounds_queued");
+    w.Int64(p.queued_rounds);
     w.Key("active_version");
     w.Int64(api->o.active_version ? api->o.active_version() : p.active_version);
     Result<uint64_t> waiting = api->o.store->CountIncoming(0);
@@ -401,29 +458,50 @@ void PostRound(Api* api, const HttpRequest& req, const RouteParams&, Responder r
     respond(MakeError(HttpStatus::conflict, "the learner is disabled (learner.enabled: false)"));
     return;
   }
-  Result<int64_t> id = api->o.distiller->RequestRound();
-  if (!id.ok()) {
-    respond(MakeError(HttpStatus::conflict, id.status().message()));
-    return;
-  }
-  rapidjson::StringBuffer sb;
-  Writer w(sb);
-  w.StartObject();
-  w.Key("round_id");
-  w.Int64(*id);
-  w.EndObject();
-  respond(Json(HttpStatus::accepted, sb));
+  // Counting pending samples reads RocksDB and queueing writes SQLite: not on
+  // an I/O thread.
+  Offload(api, std::move(respond), [api]() {
+    Result<learner::RoundRequest> r = api->o.distiller->RequestRound();
+    if (!r.ok()) return MakeError(HttpStatus::conflict, r.status().message());
+    rapidjson::StringBuffer sb;
+    Writer w(sb);
+    w.StartObject();
+    if (r->kind == learner::RoundRequest::Kind::kNothingNew) {
+      w.Key("error");
+      w.String(r->message.c_str());
+      if (r->round_id > 0) {
+        w.Key("round_id");
+        w.Int64(r->round_id);
+      }
+      w.EndObject();
+      return Json(HttpStatus::conflict, sb);
+    }
+    w.Key("round_id");
+    w.Int64(r->round_id);
+    w.Key("joined");
+    w.Bool(r->kind == learner::RoundRequest::Kind::kJoined);
+    w.EndObject();
+    return Json(HttpStatus::accepted, sb);
+  });
 }
 
 void GetRound(Api* api, const HttpRequest&, const RouteParams& params, Responder respond) {
   std::optional<int64_t> id = ParseVersion(params.Get("id"));
   if (!id) {
-    respond(MakeError(HttpStatus::bad_request, "round id: expected a positive integer"));
+    respond(MakeError(HttpStatus::bad_request,
+                      "round id: expected a positive integer, got '" + std::string(params.Get("id")) + "'"));
     return;
   }
   Offload(api, std::move(respond), [api, id]() {
     Result<storage::RoundRecord> r = api->o.registry->GetRound(*id);
-    if (!r.ok()) return ErrorFor(r.status());
+    if (!r.ok()) {
+      if (r.status().code() != StatusCode::kNotFound) return ErrorFor(r.status());
+      Result<std::vector<storage::RoundRecord>> newest = api->o.registry->ListRounds(1);
+      std::string latest = newest.ok() && !newest->empty()
+                               ? "the latest round is " + std::to_string(newest->front().id)
+                               : "no round has run yet";
+      return MakeError(HttpStatus::not_found, "round " + std::to_string(*id) + " not found (" + latest + ")");
+    }
     rapidjson::StringBuffer sb;
     Writer w(sb);
     WriteRound(w, *r);

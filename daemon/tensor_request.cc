@@ -135,6 +135,7 @@ Result<TensorRequest> TensorRequest::Parse(std::string_view body, std::optional<
   }
   if (auto it = doc.FindMember("parameters"); it != doc.MemberEnd()) {
     if (!it->value.IsObject()) return Invalid("parameters", "expected an object");
+    req.parameters_ = &it->value;
     if (auto b = it->value.FindMember("binary_data_output"); b != it->value.MemberEnd()) {
       if (!b->value.IsBool()) return Invalid("parameters.binary_data_output", "expected a boolean");
       req.binary_data_output_ = b->value.GetBool();

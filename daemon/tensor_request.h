@@ -42,6 +42,9 @@ class TensorRequest {
   const std::vector<InputTensor>& inputs() const { return inputs_; }
   const std::vector<OutputRequest>& outputs() const { return outputs_; }
   bool binary_data_output() const { return binary_data_output_; }
+  // The request-level "parameters" object, or null. Valid while this
+  // TensorRequest lives.
+  const rapidjson::Value* parameters() const { return parameters_; }
 
   // Appends the input's values converted to float to *out. Checks element
   // count, integer ranges for UINT8/INT8 and finiteness.
@@ -55,6 +58,7 @@ class TensorRequest {
   std::vector<InputTensor> inputs_;
   std::vector<OutputRequest> outputs_;
   bool binary_data_output_ = false;
+  const rapidjson::Value* parameters_ = nullptr;  // points into *doc_
 };
 
 std::string ShapeString(const std::vector<int64_t>& shape);

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <deque>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -19,6 +20,7 @@
 #include <numeric>
 #include <optional>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -27,6 +29,7 @@
 #include "common/thread_priority.h"
 #include "common/log.h"
 #include "learner/evaluate.h"
+#include "learner/label_space.h"
 #include "learner/model_io.h"
 #include "learner/train_step.h"
 
@@ -92,6 +95,10 @@ Result<storage::VersionRecord> LoadOrCreateInitialVersion(storage::Registry* reg
   rec.status = storage::VersionStatus::kCandidate;
   rec.note = options.student_path.empty() ? "initial student built as " + options.arch.kind
                                           : "initial student from " + options.student_path;
+  // A student built here has learned nothing yet: every class is new to it.
+  // One from a file has a history distilld does not know; its label space is
+  // inferred from the held-out set when it is first judged.
+  if (options.student_path.empty()) rec.metrics_json = "{\"label_space\":[]}";
   ASSIGN_OR_RETURN(rec.id, registry->AddVersion(rec));
   if (rec.id != id) {
     return Status::Internal("registry assigned version " + std::to_string(rec.id) + " to file " + rel);
@@ -149,20 +156,66 @@ class DistillerImpl final : public IncrementalDistiller {
     progress_.state = "stopped";
   }
 
-  Result<int64_t> RequestRound() override {
-    std::unique_lock<std::mutex> lock(mu_);
-    if (!running_ || stop_) return Status::FailedPrecondition("learner is not running");
-    if (requested_round_ != 0 || in_round_) return Status::AlreadyExists("a round is already running");
-    lock.unlock();
-    ASSIGN_OR_RETURN(uint64_t pending, o_.store->CountIncoming(LoadCursor()));
-    if (pending == 0) return Status::FailedPrecondition("no new samples");
-    lock.lock();
-    if (requested_round_ != 0 || in_round_) return Status::AlreadyExists("a round is already running");
-    ASSIGN_OR_RETURN(int64_t id, o_.registry->BeginRound("api"));
-    requested_round_ = id;
-    lock.unlock();
-    cv_.notify_all();
-    return id;
+  Result<RoundRequest> RequestRound() override {
+    // One request at a time, so two clients asking together share a round
+    // instead of racing for the same samples.
+    std::lock_guard<std::mutex> serial(request_mu_);
+    // While a request is between counting and queueing, the thread starts no
+    // automatic round: that round would take the samples just counted and
+    // leave the queued one nothing.
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      requesting_ = true;
+      // An automatic round the thread is deciding on right now is queued
+      // first, and joined below.
+      cv_.wait(lock, [this] { return !triggering_ || stop_; });
+    }
+    struct Done {
+      DistillerImpl* self;
+      ~Done() {
+        std::lock_guard<std::mutex> lock(self->mu_);
+        self->requesting_ = false;
+      }
+    } done{this};
+    for (int attempt = 0;; ++attempt) {
+      storage::SampleId claimed;
+      int64_t current;
+      bool unread;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!running_ || stop_) return Status::FailedPrecondition("learner is not running");
+        // A queued round reads whatever has arrived when it starts.
+        if (!queue_.empty()) return RoundRequest{RoundRequest::Kind::kJoined, queue_.back().id, ""};
+        claimed = claimed_upto_;
+        current = current_round_;
+        unread = current != 0 && !current_read_;
+      }
+      // Samples the running round already read are not new to a round
+      // queued behind it.
+      ASSIGN_OR_RETURN(uint64_t pending, o_.store->CountIncoming(std::max(LoadCursor(), claimed)));
+      std::unique_lock<std::mutex> lock(mu_);
+      if (!running_ || stop_) return Status::FailedPrecondition("learner is not running");
+      if (claimed_upto_ != claimed || current_round_ != current) {
+        if (attempt < 3) continue;  // a round started meanwhile: count again
+      }
+      if (pending == 0) return NothingNew();
+      // The running round has not read yet: it will read these too.
+      if (unread) return RoundRequest{RoundRequest::Kind::kJoined, current, ""};
+      lock.unlock();
+      ASSIGN_OR_RETURN(int64_t id, o_.registry->BeginRound("api"));
+      storage::RoundRecord queued;
+      queued.id = id;
+      queued.trigger = "api";
+      queued.started_us = o_.clock->NowMicros();
+      queued.outcome = "queued";
+      RETURN_IF_ERROR(o_.registry->UpdateRound(queued).WithContext("queueing round " + std::to_string(id)));
+      lock.lock();
+      queue_.push_back({id, "api"});
+      progress_.queued_rounds = static_cast<int64_t>(queue_.size());
+      lock.unlock();
+      cv_.notify_all();
+      return RoundRequest{RoundRequest::Kind::kQueued, id, ""};
+    }
   }
 
   Result<storage::RoundRecord> RunRoundNow(const std::string& trigger) override {
@@ -203,42 +256,63 @@ class DistillerImpl final : public IncrementalDistiller {
     const bool ftz = at::globalContext().setFlushDenormal(true);
     LOG(kInfo) << "learner: started (threads=" << o_.threads << ", nice=" << o_.nice
                << ", flush denormals " << (ftz ? "on" : "unsupported") << ")";
+    bool ran = false;  // a round just ended: check again at once
     for (;;) {
       Beat();
-      int64_t round_id = 0;
-      std::string trigger;
+      bool idle;
       {
         std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(10, o_.poll_interval_ms)),
-                     [this] { return stop_ || requested_round_ != 0; });
+        if (!ran) {
+          cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(10, o_.poll_interval_ms)),
+                       [this] { return stop_ || !queue_.empty(); });
+        }
+        ran = false;
         if (stop_) break;
-        if (requested_round_ != 0) {
-          round_id = requested_round_;
-          trigger = "api";
-        }
+        // Automatic triggers feed the same queue as POST
+        // /v1/learner/rounds, only while it is empty and no request is
+        // counting: one consumer, one order. `triggering_` makes a request
+        // that arrives meanwhile wait for this decision and join its round.
+        idle = queue_.empty() && !requesting_ && o_.auto_trigger;
+        triggering_ = idle;
       }
-      if (round_id == 0 && o_.auto_trigger) {
-        trigger = CheckTriggers();
+      if (idle) {
+        const std::string trigger = CheckTriggers();
+        int64_t id = 0;
         if (!trigger.empty()) {
-          auto id = o_.registry->BeginRound(trigger);
-          if (!id.ok()) {
-            LOG(kError) << "learner: cannot begin round: " << id.status().ToString();
+          auto begun = o_.registry->BeginRound(trigger);
+          if (begun.ok()) {
+            id = *begun;
+          } else {
+            LOG(kError) << "learner: cannot begin round: " << begun.status().ToString();
             backoff_until_us_ = o_.clock->MonotonicMicros() + o_.error_backoff_s * 1'000'000;
-            continue;
           }
-          round_id = *id;
         }
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          if (id != 0) queue_.push_back({id, trigger});
+          triggering_ = false;
+        }
+        cv_.notify_all();
       }
-      if (round_id == 0) continue;
+      Queued next;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        in_round_ = true;
-        requested_round_ = 0;
+        if (queue_.empty()) continue;
+        next = queue_.front();
+        queue_.pop_front();
+        current_round_ = next.id;
+        claimed_upto_ = 0;
+        current_read_ = false;
+        progress_.queued_rounds = static_cast<int64_t>(queue_.size());
+        progress_.state = "reading";
       }
-      (void)RunRound(round_id, trigger);
+      (void)RunRound(next.id, next.trigger);
+      ran = true;
       std::lock_guard<std::mutex> lock(mu_);
-      in_round_ = false;
+      current_round_ = 0;
+      claimed_upto_ = 0;
     }
+    AbortQueued();
     LOG(kInfo) << "learner: stopped";
   }
 
@@ -295,6 +369,55 @@ class DistillerImpl final : public IncrementalDistiller {
 
   void Beat() {
     if (o_.on_heartbeat) o_.on_heartbeat();
+  }
+
+  // The answer when no sample waits that no round has taken. Called with mu_
+  // held.
+  RoundRequest NothingNew() const {
+    RoundRequest r;
+    r.kind = RoundRequest::Kind::kNothingNew;
+    r.round_id = last_consumer_.round_id;
+    if (last_consumer_.round_id == 0) {
+      r.message = "no new samples to learn from: send samples with POST /v1/samples first";
+      return r;
+    }
+    const std::string id = std::to_string(last_consumer_.round_id);
+    r.message = "no new samples: round " + id + " (trigger " + last_consumer_.trigger +
+                ") took every sample up to id " + std::to_string(last_consumer_.upto) +
+                (current_round_ == last_consumer_.round_id ? " and is still running" : "") +
+                "; poll GET /v1/learner/rounds/" + id;
+    return r;
+  }
+
+  // Why a round found nothing to read, naming the round that took it.
+  std::string SkipReason() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (last_consumer_.round_id == 0) return "no new samples";
+    return "no new samples: round " + std::to_string(last_consumer_.round_id) + " (trigger " +
+           last_consumer_.trigger + ") took them";
+  }
+
+  // After the thread has stopped: rounds still queued get a terminal outcome,
+  // so a client polling one of them does not wait forever.
+  void AbortQueued() {
+    std::deque<Queued> left;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      left.swap(queue_);
+      progress_.queued_rounds = 0;
+    }
+    for (const Queued& q : left) {
+      Result<storage::RoundRecord> r = o_.registry->GetRound(q.id);
+      storage::RoundRecord rec = r.ok() ? *r : storage::RoundRecord{};
+      rec.id = q.id;
+      rec.trigger = q.trigger;
+      rec.outcome = "aborted";
+      rec.reason = "the learner stopped before the round started";
+      rec.ended_us = o_.clock->NowMicros();
+      if (Status st = o_.registry->UpdateRound(rec); !st.ok()) {
+        LOG(kError) << "learner: recording queued round " << q.id << ": " << st.ToString();
+      }
+    }
   }
 
   bool StopRequested() {
@@ -356,6 +479,10 @@ class DistillerImpl final : public IncrementalDistiller {
     }
     yielded_us_ = 0;
     LOG(kInfo) << "learner: round " << round_id << " started (" << trigger << ")";
+    // A queued round's record says "queued" until now.
+    if (Status up = o_.registry->UpdateRound(rs.record); !up.ok()) {
+      LOG(kError) << "learner: recording round " << round_id << " start: " << up.ToString();
+    }
     Status st;
     try {
       st = DoRound(&rs);
@@ -434,9 +561,24 @@ class DistillerImpl final : public IncrementalDistiller {
     const storage::SampleId cursor = LoadCursor();
     ASSIGN_OR_RETURN(std::vector<storage::StoredSample> incoming,
                      o_.store->ReadIncoming(cursor, o_.max_round_samples));
-    if (incoming.empty()) return Status::FailedPrecondition("no new samples");
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      current_read_ = true;
+    }
+    if (incoming.empty()) {
+      // Queued behind a round that took the samples: nothing to do, and not
+      // an error (no back-off).
+      rs->record.outcome = "skipped";
+      rs->record.reason = SkipReason();
+      return Status::Ok();
+    }
     for (const auto& s : incoming) rs->consumed.push_back(s.id);
     rs->last_id = incoming.back().id;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      claimed_upto_ = rs->last_id;
+      last_consumer_ = {rs->record.id, rs->record.trigger, rs->last_id};
+    }
     rs->record.samples_new = static_cast<int64_t>(incoming.size());
 
     // 2. Teacher logits once per sample, stored with it.
@@ -675,9 +817,91 @@ class DistillerImpl final : public IncrementalDistiller {
     return total;
   }
 
+  // Classes the round trains on at least gate.min_class_samples times: the
+  // label, or the teacher's argmax for unlabelled rows. They join the
+  // candidate's label space.
+  std::set<int64_t> TrainedClasses(const Batch& data) const {
+    std::set<int64_t> out;
+    if (!data.labels.defined() || data.labels.numel() == 0) return out;
+    torch::Tensor cls = data.labels.to(torch::kInt64);
+    if (data.teacher_logits.defined()) {
+      cls = torch::where(cls >= 0, cls, data.teacher_logits.argmax(1));
+    }
+    cls = cls.masked_select(cls >= 0);
+    if (cls.numel() == 0) return out;
+    torch::Tensor counts = torch::bincount(cls);
+    auto c = counts.accessor<int64_t, 1>();
+    for (int64_t k = 0; k < counts.size(0); ++k) {
+      if (c[k] >= o_.gate.min_class_samples) out.insert(k);
+    }
+    return out;
+  }
+
+  struct GateOutcome {
+    GateDecision decision;
+    std::string json;     // the round's evaluation and the version's metrics
+    std::string summary;  // one line for the promotion event
+  };
+
+  // Evaluates candidate and active on the held-out set (old knowledge among
+  // the active's classes) and applies the gate. The active's label space is
+  // its recorded one, or for a version distilld did not train, what it
+  // evidently classifies on the held-out set.
+  Result<GateOutcome> EvaluateAndGate(RoundState* rs, torch::jit::Module& candidate,
+                                      const std::set<int64_t>& trained_classes) {
+    ASSIGN_OR_RETURN(std::vector<storage::Sample> held, o_.holdout->All());
+    const uint64_t holdout_generation = o_.holdout->generation();
+    ASSIGN_OR_RETURN(storage::VersionRecord active_rec, o_.registry->GetVersion(active_id_));
+    std::optional<std::set<int64_t>> recorded = LabelSpaceFromMetrics(active_rec.metrics_json);
+    std::set<int64_t> active_space;
+    if (recorded) {
+      active_space = *recorded;
+    } else {
+      ASSIGN_OR_RETURN(EvalResult plain, EvaluateSamples(active_, held, o_.teacher_batch_size));
+      active_space = InferLabelSpace(plain, o_.gate);
+    }
+    GateInput in;
+    in.old_classes = active_space;
+    std::vector<SampleOutcome> cand_out, act_out;
+    ASSIGN_OR_RETURN(in.candidate,
+                     EvaluateSamples(candidate, held, o_.teacher_batch_size, active_space, &cand_out));
+    ASSIGN_OR_RETURN(in.active, EvaluateSamples(active_, held, o_.teacher_batch_size, active_space, &act_out));
+    in.paired = Pair(cand_out, act_out);
+    if (in.candidate.labelled == 0) {
+      // No labelled holdout yet: agreement with the teacher on this round's
+      // new samples (they all carry teacher logits by now).
+      in.teacher_basis = true;
+      in.paired = PairedEval{};
+      ASSIGN_OR_RETURN(in.candidate, EvaluateSamples(candidate, rs->train_new, o_.teacher_batch_size));
+      ASSIGN_OR_RETURN(in.active, EvaluateSamples(active_, rs->train_new, o_.teacher_batch_size));
+    }
+    GateOutcome out;
+    out.decision = DecidePromotion(in, o_.gate);
+    std::set<int64_t> candidate_space = active_space;
+    candidate_space.insert(trained_classes.begin(), trained_classes.end());
+    std::ostringstream js;
+    js << "{\"basis\":\"" << out.decision.basis << "\",\"candidate\":" << in.candidate.ToJson()
+       << ",\"active\":" << in.active.ToJson() << ",\"active_version\":" << active_id_
+       << ",\"label_space\":" << LabelSpaceJson(candidate_space)
+       << ",\"active_label_space\":" << LabelSpaceJson(active_space) << ",\"active_label_space_source\":\""
+       << (recorded ? "recorded" : "inferred") << "\",\"holdout\":{\"size\":" << held.size()
+       << ",\"generation\":" << holdout_generation << "},\"gate\":" << out.decision.ToJson() << "}";
+    out.json = js.str();
+    std::ostringstream line;
+    line.precision(4);
+    if (in.teacher_basis) {
+      line << "teacher agreement " << in.candidate.agreement() << " vs " << in.active.agreement();
+    } else {
+      line << "held-out accuracy " << in.candidate.accuracy() << " vs " << in.active.accuracy();
+    }
+    out.summary = line.str();
+    return out;
+  }
+
   Status TrainEvaluatePromote(RoundState* rs, const std::vector<storage::Sample>& replay) {
     SetState("training");
     ASSIGN_OR_RETURN(Batch data, AssembleTrainingData(rs->train_new, replay));
+    const std::set<int64_t> trained_classes = TrainedClasses(data);
     const int64_t n = data.size();
     const int64_t bs = std::max(1, o_.batch_size);
     const int64_t per_epoch = (n + bs - 1) / bs;
@@ -694,8 +918,10 @@ class DistillerImpl final : public IncrementalDistiller {
           LOG(kInfo) << "learner: recycled " << recycled << " of " << r->units << " dormant units";
         }
       } else if (r.status().code() == StatusCode::kFailedPrecondition) {
-        if (!warned_recycle_) {
-          LOG(kInfo) << "learner: not recycling dormant units: " << r.status().message();
+        // The structural refusal was logged at start; a refused reset (the
+        // outputs would change) is logged once here.
+        if (!warned_recycle_ && CheckRecyclable(candidate).ok()) {
+          LOG(kWarning) << "learner: not recycling dormant units: " << r.status().message();
         }
         warned_recycle_ = true;
       } else {
@@ -773,51 +999,10 @@ class DistillerImpl final : public IncrementalDistiller {
 
     // 6. Evaluate and gate.
     SetState("evaluating");
-    ASSIGN_OR_RETURN(std::vector<storage::Sample> held, o_.holdout->All());
-    ASSIGN_OR_RETURN(EvalResult cand_eval, EvaluateSamples(candidate, held, o_.teacher_batch_size));
-    ASSIGN_OR_RETURN(EvalResult act_eval, EvaluateSamples(active_, held, o_.teacher_batch_size));
-    std::string reason;
-    bool pass = true;
-    std::string basis;
-    if (cand_eval.labelled > 0) {
-      basis = "holdout";
-      const double drop = act_eval.accuracy() - cand_eval.accuracy();
-      if (drop > o_.max_accuracy_drop) {
-        pass = false;
-        std::ostringstream os;
-        os << "held-out accuracy " << cand_eval.accuracy() << " vs active " << act_eval.accuracy()
-           << " drops more than " << o_.max_accuracy_drop;
-        reason = os.str();
-      }
-      for (const auto& [cls, score] : act_eval.per_class) {
-        if (!pass) break;
-        auto it = cand_eval.per_class.find(cls);
-        const double cand = it == cand_eval.per_class.end() ? 0.0 : it->second.accuracy();
-        if (score.accuracy() - cand > o_.max_class_drop) {
-          pass = false;
-          std::ostringstream os;
-          os << "class " << cls << " accuracy " << cand << " vs active " << score.accuracy()
-             << " drops more than " << o_.max_class_drop;
-          reason = os.str();
-        }
-      }
-    } else {
-      // No labelled holdout yet: judge by agreement with the teacher on this
-      // round's new samples (they all carry teacher logits by now).
-      basis = "teacher_agreement";
-      ASSIGN_OR_RETURN(cand_eval, EvaluateSamples(candidate, rs->train_new, o_.teacher_batch_size));
-      ASSIGN_OR_RETURN(act_eval, EvaluateSamples(active_, rs->train_new, o_.teacher_batch_size));
-      if (act_eval.agreement() - cand_eval.agreement() > o_.max_accuracy_drop) {
-        pass = false;
-        std::ostringstream os;
-        os << "teacher agreement " << cand_eval.agreement() << " vs active " << act_eval.agreement()
-           << " drops more than " << o_.max_accuracy_drop << " (no labelled holdout)";
-        reason = os.str();
-      }
-    }
-    std::string eval_json = "{\"basis\":\"" + basis + "\",\"candidate\":" + cand_eval.ToJson() +
-                            ",\"active\":" + act_eval.ToJson() + ",\"active_version\":" +
-                            std::to_string(active_id_) + "}";
+    ASSIGN_OR_RETURN(GateOutcome gate, EvaluateAndGate(rs, candidate, trained_classes));
+    const bool pass = gate.decision.promote;
+    const std::string reason = gate.decision.reason;
+    const std::string& eval_json = gate.json;
     rs->record.eval_json = eval_json;
     if (StopRequested()) return Status::Aborted("stopped");
 
@@ -870,8 +1055,7 @@ class DistillerImpl final : public IncrementalDistiller {
     active_id_ = rec.id;
     rs->record.outcome = "promoted";
     std::ostringstream msg;
-    msg << "version " << rec.id << " promoted (held-out accuracy " << cand_eval.accuracy() << " vs "
-        << act_eval.accuracy() << ")";
+    msg << "version " << rec.id << " promoted (" << gate.summary << ")";
     (void)o_.registry->LogEvent("swap", msg.str(), rec.id);
     return Status::Ok();
   }
@@ -892,12 +1076,28 @@ class DistillerImpl final : public IncrementalDistiller {
   int64_t last_round_end_us_ = 0;
   int64_t backoff_until_us_ = 0;
 
+  struct Queued {
+    int64_t id = 0;
+    std::string trigger;
+  };
+  struct Consumer {
+    int64_t round_id = 0;  // 0 = none since start
+    std::string trigger;
+    storage::SampleId upto = 0;
+  };
+
+  std::mutex request_mu_;  // serialises RequestRound
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;
   bool running_ = false;
-  bool in_round_ = false;
-  int64_t requested_round_ = 0;
+  bool requesting_ = false;              // a RequestRound is counting and queueing
+  bool triggering_ = false;              // the thread is deciding on an automatic round
+  bool current_read_ = false;            // the running round has read its samples
+  std::deque<Queued> queue_;             // rounds waiting, oldest first
+  int64_t current_round_ = 0;            // running now (0 = none)
+  storage::SampleId claimed_upto_ = 0;   // last id the running round read (0 = none yet)
+  Consumer last_consumer_;               // the latest round that read samples
   DistillerProgress progress_;
   std::thread thread_;
 };
@@ -923,11 +1123,19 @@ Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(Disti
   if (!(o.balanced_finetune_lr_scale > 0)) return Status::InvalidArgument("balanced_finetune_lr_scale must be > 0");
   if (o.replay_augment.max_shift < 0) return Status::InvalidArgument("replay_augment.max_shift must be >= 0");
   if (!(o.recycle.threshold >= 0)) return Status::InvalidArgument("recycle.threshold must be >= 0");
+  if (std::string bad = ValidateGateOptions(o.gate); !bad.empty()) return Status::InvalidArgument("gate: " + bad);
   if (!o.teacher.find_method("forward")) {
     return Status::InvalidArgument("distiller needs a teacher module with forward()");
   }
   ASSIGN_OR_RETURN(storage::VersionRecord active, o.registry->GetVersion(o.active_version));
   ASSIGN_OR_RETURN(torch::jit::Module model, LoadVersionModel(o.state_dir, active));
+  if (o.recycle_dormant_units) {
+    // Said once, at start: rounds then train such a student as it is.
+    if (Status st = CheckRecyclable(model); !st.ok()) {
+      LOG(kWarning) << "learner: dormant units of this student cannot be recycled (" << st.message()
+                    << "); it is trained without recycling";
+    }
+  }
   return std::unique_ptr<IncrementalDistiller>(new DistillerImpl(std::move(o), std::move(model)));
 }
 

@@ -18,12 +18,20 @@
 // replay buffer), so a bad batch cannot make the learner retry forever. A
 // round stopped by Stop() or failed by an I/O error consumes nothing.
 //
-// Gate: with labelled held-out samples, promote iff
-//   active_acc - candidate_acc <= max_accuracy_drop and, for every class
-//   present, active_class_acc - candidate_class_acc <= max_class_drop.
-// With an empty holdout (e.g. only unlabelled traffic so far), promote iff the
-// candidate's agreement with the teacher on this round's new samples is no
-// more than max_accuracy_drop below the active version's.
+// Gate (learner/gate.h): candidate and active are evaluated on the same
+// held-out set, old knowledge in the active version's own label space (the
+// classes its lineage was trained on, recorded in each version's metrics as
+// "label_space"; inferred from the held-out set for an initial student
+// distilld did not train). Every check, with its value, threshold and
+// verdict, goes into the round's evaluation JSON and the version's metrics.
+// With no labelled held-out samples, agreement with the teacher on the
+// round's new samples is judged instead.
+//
+// Rounds: POST /v1/learner/rounds (RequestRound) and the automatic triggers
+// feed one FIFO queue of round ids, consumed by the one learner thread. Every
+// id reaches a terminal outcome: promoted, rejected, aborted, failed, or
+// skipped (its samples were taken by an earlier round). Queued rounds that
+// never started when the learner stops end "aborted".
 //
 // Threads: Start() launches one std::thread that owns every model and all
 // training state; it sets at::set_num_threads(threads) and its nice value.
@@ -43,6 +51,7 @@
 #include "common/clock.h"
 #include "common/status.h"
 #include "learner/augment.h"
+#include "learner/gate.h"
 #include "learner/kd_loss.h"
 #include "learner/model_builder.h"
 #include "learner/publisher.h"
@@ -70,8 +79,9 @@ struct DistillerOptions {
   TemperatureScheduleOptions temperature_schedule;
   std::string feature_method;        // "" = no feature distillation
   double feature_weight = 0.0;
-  double max_accuracy_drop = 0.005;
-  double max_class_drop = 0.05;
+  // The promotion gate's thresholds (learner/gate.h; config learner.gate
+  // fields of the same names).
+  GateOptions gate;
   int threads = 1;                   // LibTorch intra-op threads of the learner thread
   int nice = 10;                     // added to the learner thread's nice value (0 = none)
   // Run the learner thread under SCHED_IDLE (common/thread_priority.h): it
@@ -110,13 +120,14 @@ struct DistillerOptions {
   // examples. Costs one teacher pass over the replayed rows per epoch.
   // Needs image-shaped samples ([..., H, W]). Off by default.
   ImageAugmentOptions replay_augment;
-  // Before each round's training, hidden units of a built-in student that
-  // are dormant on the round's training data get new incoming weights and
-  // zero outgoing ones (learner/recycle.h): the candidate starts out
-  // computing what the active version computes, with its whole width able to
-  // learn. Costs one student forward pass over up to recycle.max_inputs
-  // samples. Students that are not built-in are trained as they are (logged
-  // once). Default on; off only to reproduce runs from before it existed.
+  // Before each round's training, hidden units of the student that are
+  // dormant on the round's training data get new incoming weights and zero
+  // outgoing ones (learner/recycle.h): the candidate starts out computing
+  // what the active version computes, with its whole width able to learn.
+  // Costs one student forward and backward pass over up to
+  // recycle.max_inputs samples. A student whose layers cannot be read from
+  // its parameter list is trained as it is (logged once, at Create). Default
+  // on; off only to reproduce runs from before it existed.
   bool recycle_dormant_units = true;
   RecycleOptions recycle;
   // --- Distiller-only. ---
@@ -150,7 +161,8 @@ struct DistillerOptions {
 };
 
 struct DistillerProgress {
-  // "stopped", "idle", "teacher", "training", "evaluating", "saving", "consuming"
+  // "stopped", "idle", "reading", "teacher", "training", "evaluating",
+  // "saving", "consuming"
   std::string state = "stopped";
   int64_t round_id = 0;      // current round, or last one when idle
   int64_t step = 0;
@@ -159,10 +171,24 @@ struct DistillerProgress {
   double samples_per_s = 0.0;  // training throughput of the current/last round
   int64_t yielded_ms = 0;      // time the current/last round waited for inference (inference_busy)
   int64_t rounds_completed = 0;
-  std::string last_outcome;  // promoted | rejected | aborted | failed | "" (none yet)
+  std::string last_outcome;  // promoted | rejected | aborted | failed | skipped | "" (none yet)
   std::string last_reason;
   int64_t last_version = 0;  // version produced by the last round (0 = none)
   int64_t active_version = 0;
+  int64_t queued_rounds = 0;  // waiting behind the current one
+};
+
+struct RoundRequest {
+  enum class Kind {
+    kQueued,     // a new round was queued; poll round_id
+    kJoined,     // a round queued earlier, or one that started but has not
+                 // read its samples yet, will take them; poll round_id
+    kNothingNew  // no samples wait that no round has taken; round_id is the
+                 // round that took the latest ones (0 = none ever)
+  };
+  Kind kind = Kind::kQueued;
+  int64_t round_id = 0;
+  std::string message;  // for kNothingNew: why, and what to poll
 };
 
 class IncrementalDistiller {
@@ -179,10 +205,10 @@ class IncrementalDistiller {
   // second at most). A round in progress ends "aborted" and writes no version.
   // Idempotent.
   virtual void Stop() = 0;
-  // Starts a round now (trigger "api") and returns its id. FailedPrecondition
-  // if the thread is not running or there are no new samples; AlreadyExists if
-  // a round is running or already requested.
-  virtual Result<int64_t> RequestRound() = 0;
+  // Asks for a round now (trigger "api"); see RoundRequest. Errors:
+  // FailedPrecondition if the thread is not running; the registry's error if
+  // the round cannot be recorded.
+  virtual Result<RoundRequest> RequestRound() = 0;
   // Runs one round in the caller's thread (tools, benchmarks, tests) and
   // returns its record. FailedPrecondition while the thread is running.
   virtual Result<storage::RoundRecord> RunRoundNow(const std::string& trigger) = 0;

@@ -284,7 +284,7 @@ class SqliteRegistry final : public Registry {
   Status UpdateRound(const RoundRecord& r) override {
     std::lock_guard<std::mutex> lock(mu_);
     std::optional<int64_t> ended = r.ended_us;
-    if (!ended && r.outcome != "running") ended = clock_->NowMicros();
+    if (!ended && r.outcome != "running" && r.outcome != "queued") ended = clock_->NowMicros();
     Stmt s(db_,
            "UPDATE rounds SET started_us = ?, ended_us = ?, trigger_kind = ?, samples_new = ?, "
            "samples_replay = ?, loss_json = ?, eval_json = ?, outcome = ?, reason = ?, "
@@ -335,7 +335,7 @@ class SqliteRegistry final : public Registry {
     std::lock_guard<std::mutex> lock(mu_);
     Stmt s(db_,
            "UPDATE rounds SET outcome = 'aborted', reason = ?, ended_us = COALESCE(ended_us, ?) "
-           "WHERE outcome = 'running'");
+           "WHERE outcome IN ('running', 'queued')");
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, reason);
     s.Bind(2, clock_->NowMicros());

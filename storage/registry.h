@@ -48,7 +48,9 @@ struct RoundRecord {
   int64_t samples_replay = 0;      // replayed samples mixed in
   std::string loss_json = "{}";    // loss curve summary
   std::string eval_json = "{}";    // candidate and active evaluation
-  std::string outcome = "running";  // running | promoted | rejected | aborted | failed
+  // queued | running (not ended) | promoted | rejected | aborted | failed |
+  // skipped (nothing left to read: an earlier round took the samples)
+  std::string outcome = "running";
   std::string reason;
   std::optional<int64_t> candidate_version;
 };
@@ -94,11 +96,12 @@ class Registry {
 
   virtual Result<int64_t> BeginRound(std::string_view trigger) = 0;
   // Writes every field of the record (matched by id); sets ended_us from the
-  // clock when the outcome is not "running" and ended_us is unset.
+  // clock when the outcome is not "running" or "queued" and ended_us is unset.
   virtual Status UpdateRound(const RoundRecord& record) = 0;
   virtual Result<RoundRecord> GetRound(int64_t id) = 0;
   virtual Result<std::vector<RoundRecord>> ListRounds(size_t limit) = 0;  // newest first
-  // Rounds left "running" by a crash are marked "aborted" (called at startup).
+  // Rounds left "running" or "queued" by a crash are marked "aborted"
+  // (called at startup).
   virtual Status AbortRunningRounds(std::string_view reason) = 0;
 
   virtual Result<int64_t> LogEvent(std::string_view kind, std::string_view message,

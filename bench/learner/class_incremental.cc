@@ -139,8 +139,10 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
   // The benchmark measures learning and forgetting, so every round is
   // promoted: the gate would (rightly) refuse the forgetting rounds of the
   // no-replay row and hide what it measures.
-  o.max_accuracy_drop = 1.0;
-  o.max_class_drop = 1.0;
+  o.gate.max_accuracy_drop = 1.0;
+  o.gate.max_class_drop = 1.0;
+  o.gate.min_class_retention = 0.0;
+  o.gate.min_new_class_accuracy = 0.0;
   auto d = Must(IncrementalDistiller::Create(o));
 
   std::vector<std::vector<storage::Sample>> feed;

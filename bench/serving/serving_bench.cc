@@ -373,7 +373,9 @@ int main(int argc, char** argv) {
       std::cerr << " (ticks of 10 ms)\n";
     };
     for (int i = 0; i < 2; ++i) window("steady after the flush");
-    if (daemon->distiller() != nullptr && daemon->distiller()->RequestRound().ok()) {
+    if (auto r = daemon->distiller() != nullptr ? daemon->distiller()->RequestRound()
+                                                 : Result<learner::RoundRequest>(Status::FailedPrecondition("off"));
+        r.ok() && r->kind != learner::RoundRequest::Kind::kNothingNew) {
       for (int i = 0; i < 4; ++i) window("during the round (" + daemon->distiller()->Progress().state + ")");
     }
     daemon->Shutdown();
@@ -499,6 +501,8 @@ int main(int argc, char** argv) {
       auto id = distiller->RequestRound();
       if (!id.ok()) {
         round.error = "round: " + id.status().ToString();
+      } else if (id->kind == learner::RoundRequest::Kind::kNothingNew) {
+        round.error = "round: " + id->message;
       } else {
         // Measure once the learner thread has picked the round up.
         for (int i = 0; i < 200 && distiller->Progress().state == "idle"; ++i) {
@@ -510,7 +514,7 @@ int main(int argc, char** argv) {
         // and measure again while it does.
         const auto train_wait = std::chrono::steady_clock::now() + std::chrono::seconds(180);
         while (std::chrono::steady_clock::now() < train_wait && distiller->Progress().state != "training" &&
-               !daemon->registry()->GetRound(*id)->ended_us) {
+               !daemon->registry()->GetRound(id->round_id)->ended_us) {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
         if (distiller->Progress().state == "training") {
@@ -524,7 +528,7 @@ int main(int argc, char** argv) {
         // Wait (bounded) for the round to end, to report its span.
         const auto wait_end = std::chrono::steady_clock::now() + std::chrono::seconds(60);
         while (std::chrono::steady_clock::now() < wait_end) {
-          auto rec = daemon->registry()->GetRound(*id);
+          auto rec = daemon->registry()->GetRound(id->round_id);
           if (rec.ok()) round.record = *rec;
           if (rec.ok() && rec->ended_us) break;
           std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -533,7 +537,7 @@ int main(int argc, char** argv) {
         const int64_t end = round.record.ended_us.value_or(Clock::Real()->NowMicros());
         const int64_t covered = std::min(end, round.during.end_us) - std::max(round.record.started_us, round.during.start_us);
         round.overlap = std::clamp(static_cast<double>(covered) / (round.during.end_us - round.during.start_us), 0.0, 1.0);
-        std::cerr << "round " << *id << ": " << round.record.outcome << ", steady p99 " << round.steady.p99_ms
+        std::cerr << "round " << id->round_id << ": " << round.record.outcome << ", steady p99 " << round.steady.p99_ms
                   << " ms, during p99 " << round.during.p99_ms << " ms, overlap " << round.overlap << "\n";
       }
     }

@@ -82,7 +82,11 @@ learner:
   recycle_dormant_units: false
   dormant_threshold: 0.05
   max_accuracy_drop: 0.01
-  max_class_drop: 0.1
+  max_class_drop: 0.15
+  min_class_retention: 0.4
+  min_new_class_accuracy: 0.3
+  min_class_samples: 50
+  regression_z: 2.0
   threads: 2
   nice: 5
   seed: 7
@@ -160,7 +164,11 @@ TEST_CASE("every field is parsed") {
   CHECK_FALSE(c.learner.recycle_dormant_units);
   CHECK(c.learner.dormant_threshold == doctest::Approx(0.05));
   CHECK(c.learner.max_accuracy_drop == doctest::Approx(0.01));
-  CHECK(c.learner.max_class_drop == doctest::Approx(0.1));
+  CHECK(c.learner.max_class_drop == doctest::Approx(0.15));
+  CHECK(c.learner.min_class_retention == doctest::Approx(0.4));
+  CHECK(c.learner.min_new_class_accuracy == doctest::Approx(0.3));
+  CHECK(c.learner.min_class_samples == 50);
+  CHECK(c.learner.regression_z == doctest::Approx(2.0));
   CHECK(c.learner.threads == 2);
   CHECK(c.learner.nice == 5);
   CHECK(c.learner.seed == 7);
@@ -288,6 +296,23 @@ TEST_CASE("dormant-unit recycling is on by default; its threshold is a share in 
   LoadResult word = ParseConfig("learner:\n  recycle_dormant_units: sometimes\n");
   REQUIRE(word.errors.size() == 1);
   CHECK(word.errors[0].key_path == "learner.recycle_dormant_units");
+}
+
+TEST_CASE("the promotion gate's fields: defaults, ranges named by key") {
+  LoadResult defaults = ParseConfig("{}\n");
+  REQUIRE(defaults.errors.empty());
+  const LearnerConfig& l = defaults.config.learner;
+  CHECK(l.max_accuracy_drop == doctest::Approx(0.005));
+  CHECK(l.max_class_drop == doctest::Approx(0.1));
+  CHECK(l.min_class_retention == doctest::Approx(0.5));
+  CHECK(l.min_new_class_accuracy == doctest::Approx(0.2));
+  CHECK(l.min_class_samples == 20);
+  CHECK(l.regression_z == doctest::Approx(1.645));
+  LoadResult bad = ParseConfig("learner:\n  min_class_retention: 1.5\n  min_class_samples: 0\n");
+  REQUIRE(bad.errors.size() == 2);
+  CHECK(bad.errors[0].key_path == "learner.min_class_retention");
+  CHECK(bad.errors[0].message.find("[0, 1]") != std::string::npos);
+  CHECK(bad.errors[1].key_path == "learner.min_class_samples");
 }
 
 TEST_CASE("malformed YAML and missing files are errors, not crashes") {

@@ -5,6 +5,8 @@
 #include <rapidjson/document.h>
 
 #include <atomic>
+#include <mutex>
+#include <set>
 #include <chrono>
 #include <thread>
 
@@ -50,7 +52,8 @@ rapidjson::Document WaitRound(TcpClient& c, int64_t id) {
     Reply r = c.Get("/v1/learner/rounds/" + std::to_string(id));
     REQUIRE(r.status == 200);
     rapidjson::Document d = Parse(r.body);
-    if (std::string(d["outcome"].GetString()) != "running") return d;
+    const std::string outcome = d["outcome"].GetString();
+    if (outcome != "running" && outcome != "queued") return d;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   FAIL("round " << id << " did not finish");
@@ -221,8 +224,10 @@ TEST_CASE("capture stores inference inputs and feedback labels them") {
 TEST_CASE("learner control, versions and activation errors") {
   Env env;
   TcpClient c = env.Client();
-  // No samples: nothing to learn from.
-  CHECK(c.Post("/v1/learner/rounds", "{}").status == 409);
+  // No samples: nothing to learn from, and the answer says what to do.
+  Reply none = c.Post("/v1/learner/rounds", "{}");
+  CHECK(none.status == 409);
+  CHECK(none.body.find("send samples with POST /v1/samples first") != std::string::npos);
   Reply l = c.Get("/v1/learner");
   REQUIRE(l.status == 200);
   rapidjson::Document ld = Parse(l.body);
@@ -238,13 +243,31 @@ TEST_CASE("learner control, versions and activation errors") {
   Reply start = c.Post("/v1/learner/rounds", "{}");
   REQUIRE(start.status == 202);
   const int64_t round = Parse(start.body)["round_id"].GetInt64();
-  // A second request while the first is pending or running is a conflict.
-  CHECK(c.Post("/v1/learner/rounds", "{}").status == 409);
+  // Asked again at once: the same round, whether it is still queued (202,
+  // joined) or already running with every sample (409 naming it).
+  Reply again = c.Post("/v1/learner/rounds", "{}");
+  REQUIRE((again.status == 202 || again.status == 409));
+  rapidjson::Document ad = Parse(again.body);
+  CHECK(ad["round_id"].GetInt64() == round);
+  if (again.status == 202) CHECK(ad["joined"].GetBool());
   rapidjson::Document rd = WaitRound(c, round);
   CHECK(rd["samples_new"].GetInt64() > 0);
   CHECK(std::string(rd["trigger"].GetString()) == "api");
-  CHECK(c.Get("/v1/learner/rounds/999").status == 404);
-  CHECK(c.Get("/v1/learner/rounds/abc").status == 400);
+  // Afterwards: 409, naming the round that took the samples.
+  Reply after = c.Post("/v1/learner/rounds", "{}");
+  CHECK(after.status == 409);
+  rapidjson::Document afd = Parse(after.body);
+  CHECK(afd["round_id"].GetInt64() == round);
+  CHECK(std::string(afd["error"].GetString()) ==
+        "no new samples: round " + std::to_string(round) + " (trigger api) took every sample up to id 300; poll GET "
+        "/v1/learner/rounds/" + std::to_string(round));
+  Reply unknown = c.Get("/v1/learner/rounds/999");
+  CHECK(unknown.status == 404);
+  CHECK(unknown.body.find("round 999 not found (the latest round is " + std::to_string(round) + ")") !=
+        std::string::npos);
+  Reply bad = c.Get("/v1/learner/rounds/abc");
+  CHECK(bad.status == 400);
+  CHECK(bad.body.find("got 'abc'") != std::string::npos);
 
   Reply vs = c.Get("/v1/models/fashion/versions");
   REQUIRE(vs.status == 200);
@@ -268,6 +291,112 @@ TEST_CASE("learner control, versions and activation errors") {
   Reply r = c.Post("/v1/models/fashion/versions/" + std::to_string(rid) + "/activate", "{}");
   CHECK(r.status == 409);
   CHECK(r.body.find("rejected") != std::string::npos);
+}
+
+TEST_CASE("every round id POST /v1/learner/rounds returns reaches an outcome while count triggers fire") {
+  Env env([](config::Config& c) {
+    c.learner.trigger_count = 30;  // automatic rounds keep starting
+    c.learner.epochs = 2;
+  });
+  std::atomic<bool> done{false};
+  std::thread feeder([&] {
+    TcpClient fc = env.Client();
+    std::mt19937_64 rng(21);
+    for (int i = 0; i < 60; ++i) {
+      std::vector<float> x;
+      std::vector<int64_t> y;
+      env.task.Make(25, -1, rng, &x, &y);
+      CHECK(fc.Post("/v1/samples", SamplesJson(x, y)).status == 200);
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    done = true;
+  });
+  std::mutex mu;
+  std::set<int64_t> returned, named;
+  std::atomic<int> other{0};
+  std::vector<std::thread> clients;
+  for (int k = 0; k < 2; ++k) {
+    clients.emplace_back([&] {
+      TcpClient rc = env.Client();
+      while (!done) {
+        Reply r = rc.Post("/v1/learner/rounds", "{}");
+        rapidjson::Document d;
+        d.Parse(r.body.c_str());
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          if (r.status == 202 && !d.HasParseError() && d.HasMember("round_id")) {
+            returned.insert(d["round_id"].GetInt64());
+          } else if (r.status == 409 && !d.HasParseError()) {
+            if (d.HasMember("round_id")) named.insert(d["round_id"].GetInt64());
+          } else {
+            ++other;
+          }
+        }
+        // Not flat out: a request queued ahead of every automatic trigger
+        // would leave the triggers nothing, and this test wants both kinds.
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      }
+    });
+  }
+  feeder.join();
+  for (auto& t : clients) t.join();
+  CHECK(other == 0);
+  REQUIRE_FALSE(returned.empty());
+  TcpClient c = env.Client();
+  std::set<std::string> triggers;
+  for (int64_t id : returned) {
+    rapidjson::Document d = WaitRound(c, id);
+    const std::string outcome = d["outcome"].GetString();
+    CAPTURE(id);
+    CAPTURE(outcome);
+    CHECK((outcome == "promoted" || outcome == "rejected" || outcome == "skipped"));
+    CHECK(d["ended_us"].IsInt64());
+  }
+  // A 409 names a round that exists and also ends.
+  for (int64_t id : named) CHECK(WaitRound(c, id)["ended_us"].IsInt64());
+  auto rounds = env.daemon->registry()->ListRounds(1000);
+  REQUIRE(rounds.ok());
+  for (const auto& r : *rounds) triggers.insert(r.trigger);
+  CHECK(triggers.count("count") == 1);
+  CHECK(triggers.count("api") == 1);
+  MESSAGE(returned.size() << " ids returned, " << rounds->size() << " rounds in all");
+}
+
+TEST_CASE("parameters.holdout seeds the held-out set with labelled samples, never trained on") {
+  Env env;
+  TcpClient c = env.Client();
+  std::mt19937_64 rng(31);
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  env.task.Make(30, -1, rng, &x, &y);
+  auto with_params = [](std::string body, const std::string& params) {
+    return body.insert(body.size() - 1, ",\"parameters\":" + params);
+  };
+  Reply r = c.Post("/v1/samples", with_params(SamplesJson(x, y), R"({"holdout":true})"));
+  REQUIRE(r.status == 200);
+  rapidjson::Document d = Parse(r.body);
+  CHECK(d["accepted"].GetInt() == 30);
+  CHECK(d["holdout"].GetBool());
+  CHECK(d["holdout_size"].GetUint64() == 30);
+  CHECK(env.Waiting() == 0);  // not in "incoming": never trained on
+  CHECK(env.daemon->holdout()->size() == 30);
+  CHECK(env.daemon->holdout()->ClassCounts().at(0) == 10);
+  rapidjson::Document learner = Parse(c.Get("/v1/learner").body);
+  CHECK(learner["holdout"]["size"].GetUint64() == 30);
+
+  std::vector<int64_t> unlabelled = y;
+  unlabelled[4] = -1;
+  Reply u = c.Post("/v1/samples", with_params(SamplesJson(x, unlabelled), R"({"holdout":true})"));
+  CHECK(u.status == 400);
+  CHECK(u.body.find("sample 4: inputs[1].data[4]: held-out samples need a label") != std::string::npos);
+  Reply b = c.Post("/v1/samples", with_params(SamplesJson(x, y), R"({"holdout":"yes"})"));
+  CHECK(b.status == 400);
+  CHECK(b.body.find("parameters.holdout: expected a boolean") != std::string::npos);
+  CHECK(env.daemon->holdout()->size() == 30);
+  // holdout false is an ordinary ingest.
+  Reply plain = c.Post("/v1/samples", with_params(SamplesJson(x, y), R"({"holdout":false})"));
+  CHECK(plain.status == 200);
+  CHECK(env.Waiting() == 30);
 }
 
 TEST_CASE("end to end: learn a new class under load, then roll back, with zero failed requests") {

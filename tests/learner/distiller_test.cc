@@ -2,7 +2,11 @@
 
 #include <chrono>
 #include <filesystem>
+#include <algorithm>
+#include <atomic>
 #include <map>
+#include <optional>
+#include <set>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -49,6 +53,19 @@ std::vector<storage::Sample> Blobs(int n, uint64_t seed, bool labelled = true) {
     auto a = x.accessor<float, 3>();
     for (int p = 0; p < 4; ++p) a[0][p / 2][p % 2] = noise(rng) + (p == c ? 2.0f : 0.0f);
     out.push_back(TensorToSample(x, labelled ? std::optional<int64_t>(c) : std::nullopt));
+  }
+  return out;
+}
+
+// Blobs of the listed classes only (a phase of a class-incremental stream).
+std::vector<storage::Sample> BlobsOf(int n, uint64_t seed, const std::vector<int64_t>& classes) {
+  std::vector<storage::Sample> out;
+  for (uint64_t round = 0; static_cast<int>(out.size()) < n; ++round) {
+    for (auto& s : Blobs(n, seed * 1000 + round)) {
+      if (std::find(classes.begin(), classes.end(), *s.label) != classes.end() && static_cast<int>(out.size()) < n) {
+        out.push_back(std::move(s));
+      }
+    }
   }
   return out;
 }
@@ -121,10 +138,6 @@ struct Fixture {
     o.idle_priority = false;
     o.poll_interval_ms = 20;
     o.auto_trigger = false;
-    // The initial student is random and often predicts one class for
-    // everything (100% on that class); a trained candidate can lose a few
-    // held-out samples of it while gaining everywhere else.
-    o.max_class_drop = 0.2;
     return o;
   }
 
@@ -415,15 +428,32 @@ TEST_CASE("RequestRound, and Stop is prompt and leaves no version behind") {
   REQUIRE(d.ok());
   CHECK((*d)->RequestRound().status().code() == StatusCode::kFailedPrecondition);  // not started
   REQUIRE((*d)->Start().ok());
-  CHECK((*d)->RequestRound().status().code() == StatusCode::kFailedPrecondition);  // nothing new
+  auto nothing = (*d)->RequestRound();
+  REQUIRE(nothing.ok());
+  CHECK(nothing->kind == RoundRequest::Kind::kNothingNew);
+  CHECK(nothing->round_id == 0);
+  CHECK(nothing->message == "no new samples to learn from: send samples with POST /v1/samples first");
   f.Append(Blobs(200, 8));
   auto id = (*d)->RequestRound();
   REQUIRE(id.ok());
-  CHECK((*d)->RequestRound().status().code() == StatusCode::kAlreadyExists);
+  CHECK(id->kind == RoundRequest::Kind::kQueued);
+  // Asked again at once: the same round (still queued, or running with every
+  // sample), never a second one for the same samples.
+  auto again = (*d)->RequestRound();
+  REQUIRE(again.ok());
+  CHECK(again->kind != RoundRequest::Kind::kQueued);
+  CHECK(again->round_id == id->round_id);
   REQUIRE(WaitFor([&] { return (*d)->Progress().step > 5; }, 30));
+  auto running = (*d)->RequestRound();
+  REQUIRE(running.ok());
+  CHECK(running->kind == RoundRequest::Kind::kNothingNew);
+  CHECK(running->round_id == id->round_id);
+  CHECK(running->message == "no new samples: round " + std::to_string(id->round_id) +
+                                " (trigger api) took every sample up to id 200 and is still running; poll GET "
+                                "/v1/learner/rounds/" + std::to_string(id->round_id));
   DistillerProgress p = (*d)->Progress();
   CHECK(p.state == "training");
-  CHECK(p.round_id == *id);
+  CHECK(p.round_id == id->round_id);
   CHECK(p.total_steps > p.step);
   CHECK(p.samples_per_s > 0);
   CHECK(std::isfinite(p.loss));
@@ -431,7 +461,7 @@ TEST_CASE("RequestRound, and Stop is prompt and leaves no version behind") {
   (*d)->Stop();
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   CHECK(secs < 1.0);
-  auto rec = f.registry->GetRound(*id);
+  auto rec = f.registry->GetRound(id->round_id);
   REQUIRE(rec.ok());
   CHECK(rec->outcome == "aborted");
   CHECK(rec->reason == "stopped");
@@ -502,7 +532,7 @@ TEST_CASE("Stop is prompt while the learner waits for inference") {
   auto t0 = std::chrono::steady_clock::now();
   (*d)->Stop();
   CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() < 1.0);
-  auto rec = f.registry->GetRound(*id);
+  auto rec = f.registry->GetRound(id->round_id);
   REQUIRE(rec.ok());
   CHECK(rec->outcome == "aborted");
   CHECK(f.ActiveId() == 1);
@@ -672,4 +702,253 @@ TEST_CASE("units of the active version that never fire are recycled before train
   CHECK(refused.status().message().find("recycle.threshold") != std::string::npos);
 }
 
+namespace {
+
+// A gate check's verdict from a round's evaluation JSON ("name" and, for
+// per-class checks, "class").
+std::optional<bool> CheckPassed(const std::string& json, const std::string& name, std::optional<int64_t> cls = {}) {
+  std::string key = "{\"name\":\"" + name + "\"";
+  if (cls) key += ",\"class\":" + std::to_string(*cls);
+  key += ",";
+  size_t at = json.find(key);
+  if (at == std::string::npos) return std::nullopt;
+  size_t pass = json.find("\"pass\":", at);
+  REQUIRE(pass != std::string::npos);
+  return json.compare(pass + 7, 4, "true") == 0;
+}
+
+TEST_CASE("class-incremental rounds under the default gate: new classes with replay are promoted, without replay rejected") {
+  // Phase 1: classes 0 and 1; phase 2: class 2 alone. The default gate
+  // (no overrides) judges the second candidate among the first version's
+  // classes {0, 1}, where it keeps telling them apart.
+  for (bool replay : {true, false}) {
+    CAPTURE(replay);
+    Fixture f;
+    DistillerOptions o = f.Options();
+    o.gate = GateOptions{};
+    if (!replay) o.replay_ratio = 0;
+    auto d = IncrementalDistiller::Create(o);
+    REQUIRE(d.ok());
+    f.Append(BlobsOf(300, 11, {0, 1}));
+    auto first = (*d)->RunRoundNow("test");
+    REQUIRE(first.ok());
+    INFO(first->eval_json);
+    REQUIRE(first->outcome == "promoted");
+    // The built-in initial student knew nothing: both classes were new.
+    CHECK(first->eval_json.find("\"active_label_space\":[],\"active_label_space_source\":\"recorded\"") !=
+          std::string::npos);
+    CHECK(first->eval_json.find("\"label_space\":[0,1]") != std::string::npos);
+    CHECK(CheckPassed(first->eval_json, "new_classes_learned") == true);
+
+    f.Append(BlobsOf(200, 12, {2}));
+    auto second = (*d)->RunRoundNow("test");
+    REQUIRE(second.ok());
+    INFO(second->eval_json, " ", second->reason);
+    CHECK(second->eval_json.find("\"active_label_space\":[0,1]") != std::string::npos);
+    if (replay) {
+      CHECK(second->outcome == "promoted");
+      CHECK(CheckPassed(second->eval_json, "old_class_accuracy", 0) == true);
+      CHECK(CheckPassed(second->eval_json, "old_class_retention", 1) == true);
+      CHECK(CheckPassed(second->eval_json, "new_classes_learned") == true);
+      CHECK(second->eval_json.find("\"label_space\":[0,1,2]") != std::string::npos);
+      // The promoted version carries its label space for the next round.
+      auto v = f.registry->GetVersion(*second->candidate_version);
+      REQUIRE(v.ok());
+      CHECK(v->metrics_json.find("\"label_space\":[0,1,2]") != std::string::npos);
+    } else {
+      // Trained on class 2 alone, it predicts 2 for everything.
+      CHECK(second->outcome == "rejected");
+      CHECK(CheckPassed(second->eval_json, "old_class_retention", 0) == false);
+      CHECK(second->reason.find("class 0 accuracy") != std::string::npos);
+      CHECK(f.ActiveId() == *first->candidate_version);
+    }
+  }
+}
+
+TEST_CASE("a student from a file has its label space inferred from what it classifies on the held-out set") {
+  // Trained on classes 0 and 1 only, then saved: distilld knows nothing of
+  // its history.
+  testing::TempDir files;
+  std::string path;
+  {
+    Fixture trainer;
+    trainer.Append(BlobsOf(300, 21, {0, 1}));
+    auto d = IncrementalDistiller::Create(trainer.Options());
+    REQUIRE(d.ok());
+    auto r = (*d)->RunRoundNow("test");
+    REQUIRE(r.ok());
+    REQUIRE(r->outcome == "promoted");
+    auto v = trainer.registry->GetVersion(*r->candidate_version);
+    REQUIRE(v.ok());
+    auto m = LoadVersionModel(trainer.dir.str(), *v);
+    REQUIRE(m.ok());
+    auto saved = SaveModelAtomic(*m, files.str("user.pt"));
+    REQUIRE(saved.ok());
+    path = saved->path;
+  }
+  Fixture f(path);
+  CHECK(f.initial.metrics_json == "{}");
+  f.Append(BlobsOf(400, 22, {0, 1, 2}));
+  auto d = IncrementalDistiller::Create(f.Options());
+  REQUIRE(d.ok());
+  auto r = (*d)->RunRoundNow("test");
+  REQUIRE(r.ok());
+  INFO(r->eval_json);
+  CHECK(r->eval_json.find("\"active_label_space\":[0,1],\"active_label_space_source\":\"inferred\"") !=
+        std::string::npos);
+  CHECK(r->outcome == "promoted");
+}
+
+TEST_CASE("every round id RequestRound returns ends, while count triggers fire at the same time") {
+  Fixture f;
+  DistillerOptions o = f.Options();
+  o.auto_trigger = true;
+  o.trigger_count = 40;
+  o.epochs = 2;
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  REQUIRE((*d)->Start().ok());
+  std::atomic<bool> done{false};
+  std::mutex mu;
+  std::set<int64_t> ids;
+  int nothing_new = 0;
+  std::thread feeder([&] {
+    for (int i = 0; i < 60; ++i) {
+      f.Append(Blobs(25, 100 + static_cast<uint64_t>(i)));
+      std::this_thread::sleep_for(std::chrono::milliseconds(15));
+    }
+    done = true;
+  });
+  std::vector<std::thread> clients;
+  std::atomic<int> errors{0};
+  for (int c = 0; c < 3; ++c) {
+    clients.emplace_back([&] {
+      while (!done) {
+        auto r = (*d)->RequestRound();
+        if (!r.ok()) {
+          ++errors;
+          continue;
+        }
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          if (r->kind == RoundRequest::Kind::kNothingNew) {
+            ++nothing_new;
+          } else {
+            ids.insert(r->round_id);
+          }
+        }
+        // Not flat out: a request queued ahead of every automatic trigger
+        // would leave the triggers nothing, and this test wants both kinds.
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+      }
+    });
+  }
+  feeder.join();
+  for (auto& t : clients) t.join();
+  CHECK(errors == 0);
+  // The last samples, fewer than trigger_count, are asked for.
+  auto last = (*d)->RequestRound();
+  REQUIRE(last.ok());
+  if (last->kind != RoundRequest::Kind::kNothingNew) ids.insert(last->round_id);
+  // Every sample is consumed, then every round has ended.
+  REQUIRE(WaitFor([&] {
+    return f.store->CountIncoming(0).value() == 0 && (*d)->Progress().state == "idle" &&
+           (*d)->Progress().queued_rounds == 0;
+  }, 60));
+  (*d)->Stop();
+  REQUIRE(!ids.empty());
+  auto rounds = f.registry->ListRounds(1000);
+  REQUIRE(rounds.ok());
+  std::set<std::string> triggers;
+  for (const auto& r : *rounds) {
+    CAPTURE(r.id);
+    CAPTURE(r.reason);
+    triggers.insert(r.trigger);
+    CHECK(r.ended_us.has_value());
+    CHECK((r.outcome == "promoted" || r.outcome == "rejected" || r.outcome == "skipped"));
+  }
+  CHECK(triggers.count("api") == 1);
+  CHECK(triggers.count("count") == 1);
+  for (int64_t id : ids) {
+    auto r = f.registry->GetRound(id);
+    REQUIRE(r.ok());
+    // Joined ids may be automatic rounds; every one has ended.
+    CHECK(r->ended_us.has_value());
+    CHECK(r->outcome != "running");
+    CHECK(r->outcome != "queued");
+  }
+  MESSAGE("api rounds " << ids.size() << ", all rounds " << rounds->size() << ", nothing-new answers " << nothing_new);
+}
+
+TEST_CASE("a queued round ends aborted when the learner stops first, and skipped when its samples are gone") {
+  Fixture f;
+  DistillerOptions o = f.Options();
+  o.epochs = 100000;  // the first round runs until stopped
+  o.batch_size = 8;
+  auto d = IncrementalDistiller::Create(o);
+  REQUIRE(d.ok());
+  REQUIRE((*d)->Start().ok());
+  f.Append(Blobs(100, 51));
+  auto first = (*d)->RequestRound();
+  REQUIRE(first.ok());
+  REQUIRE(WaitFor([&] { return (*d)->Progress().step > 2; }, 30));
+  // Samples that arrive while it trains get a round of their own, queued.
+  f.Append(Blobs(10, 52));
+  auto second = (*d)->RequestRound();
+  REQUIRE(second.ok());
+  CHECK(second->kind == RoundRequest::Kind::kQueued);
+  CHECK(second->round_id == first->round_id + 1);
+  CHECK((*d)->Progress().queued_rounds == 1);
+  CHECK(f.registry->GetRound(second->round_id)->outcome == "queued");
+  CHECK_FALSE(f.registry->GetRound(second->round_id)->ended_us.has_value());
+  // A third request joins the queued one.
+  auto third = (*d)->RequestRound();
+  REQUIRE(third.ok());
+  CHECK(third->kind == RoundRequest::Kind::kJoined);
+  CHECK(third->round_id == second->round_id);
+  (*d)->Stop();
+  CHECK(f.registry->GetRound(first->round_id)->outcome == "aborted");
+  auto queued = f.registry->GetRound(second->round_id);
+  REQUIRE(queued.ok());
+  CHECK(queued->outcome == "aborted");
+  CHECK(queued->reason == "the learner stopped before the round started");
+  CHECK(queued->ended_us.has_value());
+
+  // Restarted with a shorter round: queue one behind it, then take its
+  // samples away (as an operator's clean-up might): it ends "skipped",
+  // naming the round that read last.
+  DistillerOptions quick = f.Options();
+  quick.epochs = 300;
+  quick.batch_size = 8;
+  auto d2 = IncrementalDistiller::Create(quick);
+  REQUIRE(d2.ok());
+  REQUIRE((*d2)->Start().ok());
+  auto a = (*d2)->RequestRound();
+  REQUIRE(a.ok());
+  REQUIRE(a->kind == RoundRequest::Kind::kQueued);
+  REQUIRE(WaitFor([&] { return (*d2)->Progress().step > 2; }, 30));
+  auto extra = f.store->AppendIncoming(Blobs(5, 53));
+  REQUIRE(extra.ok());
+  auto b = (*d2)->RequestRound();
+  REQUIRE(b.ok());
+  REQUIRE(b->kind == RoundRequest::Kind::kQueued);
+  std::vector<storage::Mutation> gone;
+  for (storage::SampleId id = extra->first; id <= extra->last; ++id) {
+    gone.push_back({storage::Family::kIncoming, storage::SampleStore::IncomingKey(id), std::nullopt});
+  }
+  REQUIRE(f.store->Apply(gone).ok());
+  auto ended = [&] {
+    auto r = f.registry->GetRound(b->round_id);
+    return r.ok() && r->outcome != "queued" && r->outcome != "running";
+  };
+  REQUIRE(WaitFor(ended, 120));
+  (*d2)->Stop();
+  auto skipped = f.registry->GetRound(b->round_id);
+  REQUIRE(skipped.ok());
+  CHECK(skipped->outcome == "skipped");
+  CHECK(skipped->reason == "no new samples: round " + std::to_string(a->round_id) + " (trigger api) took them");
+  CHECK(skipped->ended_us.has_value());
+}
+
+}  // namespace
 }  // namespace distilld::learner
