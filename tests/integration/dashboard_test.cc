@@ -61,6 +61,24 @@ TEST_CASE("the dashboard renders versions, chart and events in headless Chromium
   CHECK(dom.output.find("<b id=\"active\">v2</b>") != std::string::npos);
   // v2 carries its held-out accuracy (the chart plots the same numbers).
   CHECK(std::regex_search(dom.output, std::regex("<td>v2</td><td class=\"status-active\">active</td>.*?<td>[0-9]+\\.[0-9]{2}%</td>")));
+  // The dumped DOM holds the page's script too, so every string below needs
+  // rendered values (or markup the script cannot contain) to match.
+  // The accuracy chart says what its y-axis is and which set v2 was scored on.
+  CHECK(dom.output.find(">y: held-out accuracy, at evaluation time</span>") != std::string::npos);
+  CHECK(std::regex_search(dom.output,
+                          std::regex("<span data-testid=\"holdout-latest\">v2 evaluated on [0-9]+ held-out samples</span>")));
+  // The per-class chart's caption: which classes have no held-out data (if
+  // any), and that both bars come from the same held-out set.
+  CHECK(std::regex_search(dom.output, std::regex("data-testid=\"perclass-caption\"><span( class=\"warn\")? data-testid=\""
+                                                 "(no-holdout-data\">classes without held-out data: [0-9]|"
+                                                 "all-classes-have-holdout-data\">every class shown has held-out data)")));
+  CHECK(dom.output.find("data-testid=\"perclass-basis\">v2 and the version it replaced, on the same held-out set") !=
+        std::string::npos);
+  // v2's row: the held-out set it was evaluated on and its gate's checks.
+  CHECK(std::regex_search(dom.output, std::regex("<td>v2</td><td class=\"status-active\">active</td>.*?"
+                                                 "<td title=\"generation [0-9]+[^\"]*\">[0-9]+ samples</td>"
+                                                 "<td class=\"gate-pass\" data-testid=\"gate-summary\" title=\"[^\"]*\">"
+                                                 "([0-9]+)/\\1 checks passed</td>")));
 
   const std::string shot = std::filesystem::absolute("dashboard.png").string();
   ProcessResult png = RunCommand(Chromium(dir.str("chrome-shot")) +
