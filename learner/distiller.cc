@@ -866,7 +866,7 @@ class DistillerImpl final : public IncrementalDistiller {
     ASSIGN_OR_RETURN(in.candidate,
                      EvaluateSamples(candidate, held, o_.teacher_batch_size, active_space, &cand_out));
     ASSIGN_OR_RETURN(in.active, EvaluateSamples(active_, held, o_.teacher_batch_size, active_space, &act_out));
-    in.paired = Pair(cand_out, act_out);
+    in.paired = Pair(cand_out, act_out, active_space);
     if (in.candidate.labelled == 0) {
       // No labelled holdout yet: agreement with the teacher on this round's
       // new samples (they all carry teacher logits by now).

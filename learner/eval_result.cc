@@ -65,7 +65,8 @@ std::string EvalResult::ToJson() const {
   return os.str();
 }
 
-PairedEval Pair(const std::vector<SampleOutcome>& candidate, const std::vector<SampleOutcome>& active) {
+PairedEval Pair(const std::vector<SampleOutcome>& candidate, const std::vector<SampleOutcome>& active,
+                const std::set<int64_t>& old_classes) {
   PairedEval p;
   p.present = true;
   const size_t n = std::min(candidate.size(), active.size());
@@ -77,7 +78,11 @@ PairedEval Pair(const std::vector<SampleOutcome>& candidate, const std::vector<S
       if (act && !cand) ++d->active_only;
       if (cand && !act) ++d->candidate_only;
     };
-    tally(c.correct, a.correct, &p.overall);
+    if (old_classes.count(c.label)) {
+      tally(c.correct_restricted, a.correct_restricted, &p.overall);
+    } else {
+      tally(c.correct, a.correct, &p.overall);
+    }
     tally(c.correct, a.correct, &p.per_class[c.label]);
     tally(c.correct_restricted, a.correct_restricted, &p.per_class_restricted[c.label]);
   }

@@ -75,6 +75,9 @@ struct SampleOutcome {
 };
 
 // Zips two evaluations of the same samples (same order, same length).
-PairedEval Pair(const std::vector<SampleOutcome>& candidate, const std::vector<SampleOutcome>& active);
+// `overall` judges samples of `old_classes` by their restricted predictions
+// (as the gate's accuracy check does), the others in the full label space.
+PairedEval Pair(const std::vector<SampleOutcome>& candidate, const std::vector<SampleOutcome>& active,
+                const std::set<int64_t>& old_classes = {});
 
 }  // namespace distilld::learner

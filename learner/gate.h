@@ -8,8 +8,13 @@
 // less certain about class 0. Comparing full-label-space per-class accuracy
 // reads that as forgetting and rejects every good class-incremental candidate.
 // So the checks are:
-//   accuracy          overall held-out accuracy (all classes present) may drop
-//                     by at most max_accuracy_drop;
+//   accuracy          overall held-out accuracy (all classes present, the
+//                     old ones judged among the active's classes, for the
+//                     same reason) may drop by at most max_accuracy_drop,
+//                     unless balanced accuracy (the mean over classes) rises
+//                     by more than that: a class that just started to arrive
+//                     has few held-out samples, and learning it costs a
+//                     little on the well-represented old classes;
 //   old_class_accuracy  for each class the active version knew, accuracy with
 //                     both models' predictions restricted to the active's
 //                     label space may drop by at most max_class_drop (real
