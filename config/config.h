@@ -83,11 +83,11 @@ struct StorageConfig {
 
 struct ReplayConfig {
   std::string policy = "class_balanced";  // "class_balanced" or "reservoir"
-  uint64_t capacity = 2000;               // samples
+  uint64_t capacity = 5000;               // samples
   uint64_t max_mb = 64;                   // encoded bytes cap
   double holdout_fraction = 0.1;          // labelled share kept for evaluation
   uint64_t holdout_max = 5000;
-  double replay_ratio = 1.0;              // replayed samples per new sample in a round
+  double replay_ratio = 2.0;              // replayed samples per new sample in a round
 };
 
 struct TemperatureSchedule {

@@ -112,7 +112,7 @@ std::string DemoYaml(const DemoOptions& o, const std::string& state, const std::
     << "  architecture:\n    kind: mlp\n    hidden: [128]\n"
     << "batching:\n  max_batch_size: 32\n  max_queue_delay_us: 300\n  inference_threads: 1\n"
     << "storage:\n  state_dir: \"" << state << "\"\n"
-    << "replay:\n  policy: class_balanced\n  capacity: 2000\n  holdout_fraction: 0.1\n  replay_ratio: 1.0\n"
+    << "replay:\n  holdout_fraction: 0.1\n"
     << "learner:\n  trigger_count: 3000\n  trigger_interval_s: 5\n  min_samples: " << kSettledSamples << "\n  epochs: 2\n"
     << "  batch_size: 64\n  learning_rate: 0.001\n  alpha: 0.5\n  temperature: 4.0\n"
     << "  threads: 1\n  nice: 10\n"

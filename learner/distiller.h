@@ -101,7 +101,7 @@ struct DistillerOptions {
   // --- Mirrors config::ReplayConfig. ---
   // Replayed samples per new training sample. A buffer holding fewer is
   // sampled repeatedly, so old samples may appear more than once per round.
-  double replay_ratio = 1.0;
+  double replay_ratio = 2.0;
   // After the round's epochs, this many epochs over a class-balanced set at
   // balanced_finetune_lr_scale times the learning rate: the whole replay
   // buffer plus, from the round's new labelled samples, as many per class as

@@ -233,7 +233,7 @@ TEST_CASE("learner control, versions and activation errors") {
   rapidjson::Document ld = Parse(l.body);
   CHECK(ld["enabled"].GetBool());
   CHECK(std::string(ld["state"].GetString()) == "idle");
-  CHECK(ld["buffer"]["capacity"].GetUint64() == 2000);
+  CHECK(ld["buffer"]["capacity"].GetUint64() == 5000);  // replay.capacity default
 
   std::mt19937_64 rng(3);
   std::vector<float> x;
