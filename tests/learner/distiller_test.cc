@@ -765,6 +765,25 @@ TEST_CASE("class-incremental rounds under the default gate: new classes with rep
   }
 }
 
+TEST_CASE("unlabelled samples do not widen a version's label space") {
+  Fixture f;
+  auto d = IncrementalDistiller::Create(f.Options());
+  REQUIRE(d.ok());
+  f.Append(BlobsOf(300, 41, {0, 1}));
+  auto first = (*d)->RunRoundNow("test");
+  REQUIRE(first.ok());
+  REQUIRE(first->outcome == "promoted");
+  // Class 2 arrives without labels: the teacher's logits train the
+  // candidate on it, but the candidate's label space stays {0, 1}.
+  auto unlabelled = BlobsOf(200, 42, {2});
+  for (auto& s : unlabelled) s.label.reset();
+  f.Append(unlabelled);
+  auto second = (*d)->RunRoundNow("test");
+  REQUIRE(second.ok());
+  INFO(second->eval_json);
+  CHECK(second->eval_json.find("\"label_space\":[0,1],") != std::string::npos);
+}
+
 TEST_CASE("a student from a file has its label space inferred from what it classifies on the held-out set") {
   // Trained on classes 0 and 1 only, then saved: distilld knows nothing of
   // its history.
