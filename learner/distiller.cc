@@ -210,6 +210,15 @@ class DistillerImpl final : public IncrementalDistiller {
       queued.outcome = "queued";
       RETURN_IF_ERROR(o_.registry->UpdateRound(queued).WithContext("queueing round " + std::to_string(id)));
       lock.lock();
+      if (stop_) {
+        // The thread may already have ended the queue's rounds: end this one
+        // here rather than leave it queued until the next start.
+        lock.unlock();
+        queued.outcome = "aborted";
+        queued.reason = "the learner stopped before the round started";
+        (void)o_.registry->UpdateRound(queued);
+        return Status::FailedPrecondition("learner is not running");
+      }
       queue_.push_back({id, "api"});
       progress_.queued_rounds = static_cast<int64_t>(queue_.size());
       lock.unlock();
