@@ -4,12 +4,12 @@
 #
 #   bench/run_all.sh [BUILD_DIR]          (default: build-bench/)
 #   BENCH_ONLY="storage serving" bench/run_all.sh    # a subset:
-#       storage learner serving learning compress demo  (all by default)
+#       storage learner serving learning compress acceptance demo  (all by default)
 #
 # BUILD_DIR is configured with -DDISTILLD_BUILD_BENCH=ON; scripts/test and
 # scripts/demo configure build/ with the benchmarks off, hence a separate dir.
 #
-# Takes 30-60 minutes on a 2-core machine (compress ~17 min and the learner
+# Takes 40-70 minutes on a 2-core machine (acceptance ~10 min, compress ~17 min and the learner
 # benchmarks ~10 min on a loaded box; the first run also trains the learner
 # benchmarks' teacher (~7 min) and the demo's, which later runs reuse from
 # BUILD_DIR/bench-work/; bench_compress trains its own each time, as its
@@ -29,7 +29,7 @@
 set -uo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 build=$(realpath -m "${1:-$src/build-bench}")
-only=${BENCH_ONLY:-storage learner serving learning compress demo}
+only=${BENCH_ONLY:-storage learner serving learning compress acceptance demo}
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 results=$build/bench-results/$stamp
 work=$build/bench-work
@@ -116,6 +116,14 @@ if wants compress; then
   popd >/dev/null || exit 1
 fi
 
+# 5b. Acceptance (docs/benchmarks-acceptance.md, by hand from the summary):
+#     a user's own PyTorch models through the HTTP API with the example config,
+#     labelled, mostly unlabelled and CNN. Uses build/daemon/distilld's sibling
+#     in this build dir.
+if wants acceptance; then
+  step acceptance "$src/bench/acceptance/run.sh" "$work/acceptance" --distilld "$build/daemon/distilld"
+fi
+
 # 6. A quick demo (3,000 samples per phase) and its accuracy plot. The state
 #    dir keeps the demo's teacher between runs; the rest is reset by the demo.
 if wants demo; then
@@ -138,6 +146,6 @@ if ((${#failed[@]})); then
   echo "FAILED: ${failed[*]}" >&2
   exit 1
 fi
-echo "all benchmarks ran; update docs/benchmarks-{storage,learner,compress}.md and the summary in"
+echo "all benchmarks ran; update docs/benchmarks-{storage,learner,compress,acceptance}.md and the summary in"
 echo "docs/benchmarks.md from the logs if their figures changed, then run again:"
 echo "  bench/merge_benchmarks.py --logs $results"
