@@ -200,4 +200,34 @@ Result<Config> LoadConfig(const std::string& path);
 // Checks cross-field constraints (also done by ParseConfig).
 std::vector<ConfigError> Validate(const Config& config);
 
+// When a changed field takes effect on a reload (SIGHUP). Every field of the
+// schema has exactly one class (config/schema.cc).
+enum class ReloadClass {
+  kImmediate,  // the reload applies it: limits, batching, triggers, log level
+  kNextRound,  // the learner uses it from its next round on (training, gate)
+  kRestart,    // read at start only: a reload keeps the running value and says so
+};
+// "immediate", "next_round", "restart".
+const char* ReloadClassName(ReloadClass reload);
+
+struct FieldInfo {
+  std::string path;  // key path, e.g. "learner.epochs"
+  ReloadClass reload;
+};
+// Every leaf field, in the order of config/distilld.example.yaml.
+const std::vector<FieldInfo>& SchemaFields();
+
+struct FieldChange {
+  std::string path;
+  ReloadClass reload;
+  std::string before;  // values as written in YAML, strings quoted
+  std::string after;
+  // "learner.epochs: 2 -> 3"
+  std::string ToString() const;
+};
+// The fields whose values differ, in schema order.
+std::vector<FieldChange> DiffConfigs(const Config& before, const Config& after);
+// Copies into `*to` every field of `from` whose class is `reload`.
+void CopyFields(const Config& from, ReloadClass reload, Config* to);
+
 }  // namespace distilld::config

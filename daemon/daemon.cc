@@ -55,45 +55,6 @@ std::vector<int64_t> WarmupSizes(int max_batch) {
   return sizes;
 }
 
-learner::DistillerOptions DistillerFrom(const config::Config& c) {
-  learner::DistillerOptions d;
-  const config::LearnerConfig& l = c.learner;
-  d.auto_trigger = true;
-  d.trigger_count = l.trigger_count;
-  d.trigger_interval_s = l.trigger_interval_s;
-  d.min_samples = l.min_samples;
-  d.epochs = l.epochs;
-  d.max_steps = l.max_steps;
-  d.batch_size = l.batch_size;
-  d.learning_rate = l.learning_rate;
-  d.optimizer = l.optimizer;
-  d.alpha = l.alpha;
-  d.temperature = l.temperature;
-  d.temperature_schedule.start = l.temperature_schedule.start;
-  d.temperature_schedule.end = l.temperature_schedule.end;
-  d.temperature_schedule.curve = l.temperature_schedule.curve;
-  d.feature_method = l.feature.method;
-  d.feature_weight = l.feature.weight;
-  d.gate.max_accuracy_drop = l.max_accuracy_drop;
-  d.gate.max_class_drop = l.max_class_drop;
-  d.gate.min_class_retention = l.min_class_retention;
-  d.gate.min_new_class_accuracy = l.min_new_class_accuracy;
-  d.gate.min_class_samples = l.min_class_samples;
-  d.gate.regression_z = l.regression_z;
-  d.threads = l.threads;
-  d.nice = l.nice;
-  d.idle_priority = l.idle_priority;
-  d.seed = l.seed;
-  d.balanced_finetune_epochs = l.balanced_finetune_epochs;
-  d.balanced_finetune_lr_scale = l.balanced_finetune_lr_scale;
-  d.replay_augment.max_shift = l.replay_shift_px;
-  d.recycle_dormant_units = l.recycle_dormant_units;
-  d.recycle.threshold = l.dormant_threshold;
-  d.replay_ratio = c.replay.replay_ratio;
-  d.state_dir = c.storage.state_dir;
-  return d;
-}
-
 // Held-out accuracy the learner recorded for a version, if it has one.
 std::optional<double> HoldoutAccuracy(const std::string& metrics_json) {
   rapidjson::Document d;
@@ -207,7 +168,10 @@ Status Daemon::StartLearner(int64_t active_version) {
     return Status::Ok();
   }
   ASSIGN_OR_RETURN(torch::jit::Module teacher, learner::LoadModel(teacher_path));
-  learner::DistillerOptions d = DistillerFrom(c);
+  learner::DistillerOptions d;
+  d.learner = c.learner;
+  d.replay = c.replay;
+  d.state_dir = c.storage.state_dir;
   d.store = store_.get();
   d.registry = registry_.get();
   d.buffer = buffer_.get();
@@ -244,7 +208,6 @@ Status Daemon::StartLearner(int64_t active_version) {
       return window->busy;
     };
   }
-  d.max_yield_ms = c.learner.max_yield_s * 1000;
   ASSIGN_OR_RETURN(distiller_, learner::IncrementalDistiller::Create(std::move(d)));
   LOG(kInfo) << "learner ready: teacher " << teacher_path << ", round every " << c.learner.trigger_count
              << " samples or " << c.learner.trigger_interval_s << " s";
@@ -468,51 +431,61 @@ bool Daemon::Shutdown() {
 
 Status Daemon::Reload(const config::Config& next) {
   const config::Config old = config();
-  ConfigDiff diff = DiffConfigs(old, next);
-  for (const auto& k : diff.need_restart) LOG(kWarning) << "config reload: " << k << " (takes effect after a restart)";
-  if (diff.applied.empty()) {
-    LOG(kInfo) << "config reload: no runtime-changeable field changed";
+  const std::vector<config::FieldChange> changes = config::DiffConfigs(old, next);
+  if (changes.empty()) {
+    LOG(kInfo) << "config reload: no field changed";
     return Status::Ok();
   }
-  if (next.logging.level != old.logging.level && options_.log_level_override.empty()) {
-    log::Level level;
-    if (log::ParseLevel(next.logging.level, &level)) log::SetLevel(level);
-  }
-  if (server_) server_->SetLimits(LimitsFrom(next.server));
-  if (batcher_) batcher_->UpdateLimits(BatchingFrom(next.batching));
-  {
-    // Runtime fields move into the live config; restart-only ones keep
-    // their running values so config() describes what actually runs.
-    std::lock_guard<std::mutex> lock(config_mu_);
-    config_.logging = next.logging;
-    auto server = next.server;
-    server.listen = config_.server.listen;
-    server.unix_socket = config_.server.unix_socket;
-    server.unix_socket_mode = config_.server.unix_socket_mode;
-    server.io_threads = config_.server.io_threads;
-    server.auth_token_file = config_.server.auth_token_file;
-    server.auth_inference = config_.server.auth_inference;
-    config_.server = server;
-    config_.batching.max_batch_size = next.batching.max_batch_size;
-    config_.batching.max_queue_delay_us = next.batching.max_queue_delay_us;
-    config_.batching.queue_capacity = next.batching.queue_capacity;
-    config_.batching.early_dispatch = next.batching.early_dispatch;
-    config_.learner.trigger_count = next.learner.trigger_count;
-    config_.learner.trigger_interval_s = next.learner.trigger_interval_s;
-    config_.learner.min_samples = next.learner.min_samples;
-  }
+  // What the daemon will run: every field a reload can change, and the
+  // running value of each restart-only one, so config() describes what runs.
+  config::Config live = old;
+  config::CopyFields(next, config::ReloadClass::kImmediate, &live);
+  config::CopyFields(next, config::ReloadClass::kNextRound, &live);
   if (distiller_) {
-    distiller_->SetTriggers(next.learner.trigger_count, next.learner.trigger_interval_s, next.learner.min_samples);
+    // First: the only step that can refuse, and it changes nothing then.
+    RETURN_IF_ERROR(distiller_->Reconfigure(live.learner, live.replay).WithContext("config reload"));
   }
-  std::string summary;
-  for (const auto& k : diff.applied) {
-    LOG(kInfo) << "config reload: " << k;
-    summary += (summary.empty() ? "" : "; ") + k;
+  if (live.logging.level != old.logging.level && options_.log_level_override.empty()) {
+    log::Level level;
+    if (log::ParseLevel(live.logging.level, &level)) log::SetLevel(level);
+  }
+  if (server_) server_->SetLimits(LimitsFrom(live.server));
+  if (batcher_) batcher_->UpdateLimits(BatchingFrom(live.batching));
+  {
+    std::lock_guard<std::mutex> lock(config_mu_);
+    config_ = live;
+  }
+  std::string applied;
+  std::string restart;
+  for (const config::FieldChange& change : changes) {
+    std::string line = change.ToString();
+    switch (change.reload) {
+      case config::ReloadClass::kImmediate:
+        LOG(kInfo) << "config reload: " << line;
+        break;
+      case config::ReloadClass::kNextRound:
+        line += " (from the next round)";
+        LOG(kInfo) << "config reload: " << line;
+        break;
+      case config::ReloadClass::kRestart:
+        LOG(kWarning) << "config reload: " << line << " needs a restart; still running with "
+                      << change.before;
+        restart += (restart.empty() ? "" : "; ") + line;
+        continue;
+    }
+    applied += (applied.empty() ? "" : "; ") + line;
   }
   if (registry_) {
-    auto logged = registry_->LogEvent("config_reload", summary);
-    if (!logged.ok()) {
-      LOG(kWarning) << "recording the reload: " << logged.status().ToString();
+    if (!applied.empty()) {
+      if (auto logged = registry_->LogEvent("config_reload", applied); !logged.ok()) {
+        LOG(kWarning) << "recording the reload: " << logged.status().ToString();
+      }
+    }
+    if (!restart.empty()) {
+      auto logged = registry_->LogEvent("config_restart_needed", "changed in the file, applied after a restart: " + restart);
+      if (!logged.ok()) {
+        LOG(kWarning) << "recording the reload: " << logged.status().ToString();
+      }
     }
   }
   return Status::Ok();

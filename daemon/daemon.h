@@ -71,9 +71,13 @@ class Daemon {
   // Graceful stop; idempotent. Returns false if the drain timed out (the
   // remaining connections were closed).
   bool Shutdown();
-  // Applies the fields that may change at run time (log level, server
-  // limits, batching limits, learner triggers) and logs each change; fields
-  // that need a restart are logged and ignored. The new config must be valid.
+  // Applies a reloaded config by each changed field's reload class
+  // (config::ReloadClass): server and batching limits, log level and learner
+  // triggers at once; training and gate fields from the learner's next
+  // round; restart-only fields keep their running values. Logs every change
+  // and records them as events ("config_reload", and "config_restart_needed"
+  // naming the fields that wait for a restart). The new config must be
+  // valid; on error nothing is applied.
   Status Reload(const config::Config& next);
 
   // "http://127.0.0.1:8080", "unix:/run/distilld/distilld.sock".
@@ -131,13 +135,5 @@ class Daemon {
   std::atomic<bool> draining_{false};
   std::atomic<bool> shut_down_{false};
 };
-
-// The changes between two configs that Reload applies, as "key: old -> new"
-// lines, and the changed keys that need a restart.
-struct ConfigDiff {
-  std::vector<std::string> applied;
-  std::vector<std::string> need_restart;
-};
-ConfigDiff DiffConfigs(const config::Config& old_config, const config::Config& new_config);
 
 }  // namespace distilld::daemon

@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
   std::string check_path;
   CLI::App* check = app.add_subcommand("check-config", "Validate a configuration file and exit");
   check->add_option("file", check_path, "Configuration file")->required();
+  bool list_fields = false;
+  check->add_flag("--reload-classes", list_fields,
+                  "Also list every field with when a SIGHUP applies it (immediate, next_round, restart)");
 
   distilld::learner::TrainTeacherOptions teacher;
   CLI::App* train_teacher = app.add_subcommand("train-teacher", "Train a CNN teacher on Fashion-MNIST (IDX files)");
@@ -140,6 +143,11 @@ int main(int argc, char** argv) {
               << (config.server.listen.empty() ? "-" : config.server.listen) << ", unix "
               << (config.server.unix_socket.empty() ? "-" : config.server.unix_socket)
               << ", state " << config.storage.state_dir << ")\n";
+    if (list_fields) {
+      for (const auto& f : distilld::config::SchemaFields()) {
+        std::cout << f.path << " " << distilld::config::ReloadClassName(f.reload) << "\n";
+      }
+    }
     return kExitOk;
   }
 

@@ -31,6 +31,7 @@
 #include "learner/evaluate.h"
 #include "learner/label_space.h"
 #include "learner/model_io.h"
+#include "learner/round_settings.h"
 #include "learner/train_step.h"
 
 namespace distilld::learner {
@@ -127,7 +128,7 @@ struct RoundState {
 class DistillerImpl final : public IncrementalDistiller {
  public:
   DistillerImpl(DistillerOptions o, torch::jit::Module active)
-      : o_(std::move(o)), active_(std::move(active)), active_id_(o_.active_version), rng_(o_.seed) {
+      : o_(std::move(o)), active_(std::move(active)), active_id_(o_.active_version), rng_(o_.learner.seed) {
     if (o_.clock == nullptr) o_.clock = Clock::Real();
     progress_.active_version = active_id_;
   }
@@ -246,12 +247,12 @@ class DistillerImpl final : public IncrementalDistiller {
  private:
   // ---- thread ----
   void ThreadMain() {
-    at::set_num_threads(std::max(1, o_.threads));
+    at::set_num_threads(std::max(1, o_.learner.threads));
     // Only this thread (and the OpenMP workers it creates) runs lower.
-    if (Status s = LowerCurrentThreadPriority(o_.nice); !s.ok()) {
+    if (Status s = LowerCurrentThreadPriority(o_.learner.nice); !s.ok()) {
       LOG(kWarning) << "learner: " << s.ToString() << "; training at normal priority";
     }
-    if (o_.idle_priority) {
+    if (o_.learner.idle_priority) {
       if (Status s = MakeCurrentThreadIdlePriority(); !s.ok()) {
         LOG(kWarning) << "learner: " << s.ToString() << "; training under the normal policy";
       }
@@ -263,7 +264,7 @@ class DistillerImpl final : public IncrementalDistiller {
     // thread (and inherited by the OpenMP workers this thread starts), so
     // serving threads keep IEEE behaviour.
     const bool ftz = at::globalContext().setFlushDenormal(true);
-    LOG(kInfo) << "learner: started (threads=" << o_.threads << ", nice=" << o_.nice
+    LOG(kInfo) << "learner: started (threads=" << o_.learner.threads << ", nice=" << o_.learner.nice
                << ", flush denormals " << (ftz ? "on" : "unsupported") << ")";
     bool ran = false;  // a round just ended: check again at once
     for (;;) {
@@ -354,9 +355,9 @@ class DistillerImpl final : public IncrementalDistiller {
     int64_t trigger_interval_s;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      trigger_count = o_.trigger_count;
-      trigger_interval_s = o_.trigger_interval_s;
-      min_samples = o_.min_samples;
+      trigger_count = o_.learner.trigger_count;
+      trigger_interval_s = o_.learner.trigger_interval_s;
+      min_samples = o_.learner.min_samples;
     }
     if (trigger_count > 0 && *count >= trigger_count) return "count";
     if (trigger_interval_s > 0 && *count >= std::max<uint64_t>(1, min_samples) &&
@@ -367,11 +368,14 @@ class DistillerImpl final : public IncrementalDistiller {
   }
 
  public:
-  void SetTriggers(uint64_t trigger_count, int64_t trigger_interval_s, uint64_t min_samples) override {
+  Status Reconfigure(const config::LearnerConfig& learner, const config::ReplayConfig& replay) override {
+    RETURN_IF_ERROR(ValidateLearnerSettings(learner, replay));
     std::lock_guard<std::mutex> lock(mu_);
-    o_.trigger_count = trigger_count;
-    o_.trigger_interval_s = trigger_interval_s;
-    o_.min_samples = min_samples;
+    o_.learner.trigger_count = learner.trigger_count;
+    o_.learner.trigger_interval_s = learner.trigger_interval_s;
+    o_.learner.min_samples = learner.min_samples;
+    pending_ = Settings{learner, replay};
+    return Status::Ok();
   }
 
  private:
@@ -437,8 +441,8 @@ class DistillerImpl final : public IncrementalDistiller {
   // See DistillerOptions::inference_busy. Aborted("stopped") if Stop() is
   // called while waiting.
   Status YieldToInference() {
-    if (!o_.inference_busy || o_.max_yield_ms <= 0) return Status::Ok();
-    while (yielded_us_ < o_.max_yield_ms * 1000 && o_.inference_busy()) {
+    if (!o_.inference_busy || o_.learner.max_yield_s <= 0) return Status::Ok();
+    while (yielded_us_ < o_.learner.max_yield_s * 1'000'000 && o_.inference_busy()) {
       Beat();
       const auto t0 = std::chrono::steady_clock::now();
       {
@@ -479,6 +483,21 @@ class DistillerImpl final : public IncrementalDistiller {
     rs.record.started_us = o_.clock->NowMicros();
     {
       std::lock_guard<std::mutex> lock(mu_);
+      if (pending_) {
+        // The learner thread alone reads these outside mu_, so swapping them
+        // here, between rounds, cannot tear a round's settings.
+        const config::LearnerConfig& next = pending_->learner;
+        config::LearnerConfig& l = o_.learner;
+        const config::LearnerConfig started = l;
+        l = next;
+        l.threads = started.threads;
+        l.nice = started.nice;
+        l.idle_priority = started.idle_priority;
+        l.seed = started.seed;
+        l.feature.method = started.feature.method;
+        o_.replay.replay_ratio = pending_->replay.replay_ratio;
+        pending_.reset();
+      }
       progress_.round_id = round_id;
       progress_.step = 0;
       progress_.total_steps = 0;
@@ -644,8 +663,8 @@ class DistillerImpl final : public IncrementalDistiller {
 
     // 4. Replay mix.
     std::vector<storage::Sample> replay;
-    if (o_.replay_ratio > 0 && !rs->train_new.empty()) {
-      size_t n = static_cast<size_t>(std::llround(o_.replay_ratio * static_cast<double>(rs->train_new.size())));
+    if (o_.replay.replay_ratio > 0 && !rs->train_new.empty()) {
+      size_t n = static_cast<size_t>(std::llround(o_.replay.replay_ratio * static_cast<double>(rs->train_new.size())));
       // A buffer smaller than the request is drawn again (each draw without
       // replacement), so the ratio of old to new holds in every round.
       while (replay.size() < n) {
@@ -737,7 +756,7 @@ class DistillerImpl final : public IncrementalDistiller {
   // Rows [first, n) of `data` become fresh augmented views of `originals`
   // with the teacher's logits on them (see DistillerOptions::replay_augment).
   Status RefreshReplayViews(Batch& data, int64_t first, const torch::Tensor& originals) {
-    ASSIGN_OR_RETURN(torch::Tensor views, AugmentImages(originals, o_.replay_augment, rng_));
+    ASSIGN_OR_RETURN(torch::Tensor views, AugmentImages(originals, ReplayAugment(o_.learner), rng_));
     const int64_t m = views.size(0);
     const int64_t chunk = std::max<int64_t>(1, o_.teacher_batch_size);
     try {
@@ -804,11 +823,11 @@ class DistillerImpl final : public IncrementalDistiller {
     std::vector<torch::Tensor> params;
     for (const auto& p : candidate.parameters()) params.push_back(p);
     ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::Optimizer> opt,
-                     MakeOptimizer(o_.optimizer, o_.learning_rate * o_.balanced_finetune_lr_scale, std::move(params)));
+                     MakeOptimizer(o_.learner.optimizer, o_.learner.learning_rate * o_.learner.balanced_finetune_lr_scale, std::move(params)));
     const int64_t n = data.size();
-    const int64_t bs = std::max(1, o_.batch_size);
+    const int64_t bs = std::max(1, o_.learner.batch_size);
     const int64_t per_epoch = (n + bs - 1) / bs;
-    const int64_t total = per_epoch * o_.balanced_finetune_epochs;
+    const int64_t total = per_epoch * o_.learner.balanced_finetune_epochs;
     {
       std::lock_guard<std::mutex> lock(mu_);
       progress_.total_steps = main_steps + total;
@@ -841,7 +860,7 @@ class DistillerImpl final : public IncrementalDistiller {
     torch::Tensor counts = torch::bincount(cls);
     auto c = counts.accessor<int64_t, 1>();
     for (int64_t k = 0; k < counts.size(0); ++k) {
-      if (c[k] >= o_.gate.min_class_samples) out.insert(k);
+      if (c[k] >= o_.learner.min_class_samples) out.insert(k);
     }
     return out;
   }
@@ -867,7 +886,7 @@ class DistillerImpl final : public IncrementalDistiller {
       active_space = *recorded;
     } else {
       ASSIGN_OR_RETURN(EvalResult plain, EvaluateSamples(active_, held, o_.teacher_batch_size));
-      active_space = InferLabelSpace(plain, o_.gate);
+      active_space = InferLabelSpace(plain, GateOptionsFrom(o_.learner));
     }
     GateInput in;
     in.old_classes = active_space;
@@ -885,7 +904,7 @@ class DistillerImpl final : public IncrementalDistiller {
       ASSIGN_OR_RETURN(in.active, EvaluateSamples(active_, rs->train_new, o_.teacher_batch_size));
     }
     GateOutcome out;
-    out.decision = DecidePromotion(in, o_.gate);
+    out.decision = DecidePromotion(in, GateOptionsFrom(o_.learner));
     std::set<int64_t> candidate_space = active_space;
     candidate_space.insert(trained_classes.begin(), trained_classes.end());
     std::ostringstream js;
@@ -912,15 +931,15 @@ class DistillerImpl final : public IncrementalDistiller {
     ASSIGN_OR_RETURN(Batch data, AssembleTrainingData(rs->train_new, replay));
     const std::set<int64_t> trained_classes = TrainedClasses(data);
     const int64_t n = data.size();
-    const int64_t bs = std::max(1, o_.batch_size);
+    const int64_t bs = std::max(1, o_.learner.batch_size);
     const int64_t per_epoch = (n + bs - 1) / bs;
-    int64_t total = per_epoch * std::max(1, o_.epochs);
-    if (o_.max_steps > 0) total = std::min(total, o_.max_steps);
+    int64_t total = per_epoch * std::max(1, o_.learner.epochs);
+    if (o_.learner.max_steps > 0) total = std::min(total, o_.learner.max_steps);
 
     ASSIGN_OR_RETURN(torch::jit::Module candidate, CloneForTraining(active_));
     int64_t recycled = 0;
-    if (o_.recycle_dormant_units) {
-      Result<RecycleStats> r = RecycleDormantUnits(candidate, data.inputs, o_.recycle, rng_);
+    if (o_.learner.recycle_dormant_units) {
+      Result<RecycleStats> r = RecycleDormantUnits(candidate, data.inputs, RecycleOptionsFrom(o_.learner), rng_);
       if (r.ok()) {
         recycled = r->recycled;
         if (recycled > 0) {
@@ -941,22 +960,21 @@ class DistillerImpl final : public IncrementalDistiller {
     for (const auto& p : candidate.parameters()) params.push_back(p);
     std::optional<FeatureProjector> projector;
     StepOptions so;
-    so.loss.alpha = o_.alpha;
-    if (!o_.feature_method.empty() && o_.feature_weight > 0) {
+    so.loss.alpha = o_.learner.alpha;
+    if (!o_.learner.feature.method.empty() && o_.learner.feature.weight > 0) {
       std::vector<int64_t> shape(data.inputs.sizes().begin() + 1, data.inputs.sizes().end());
-      ASSIGN_OR_RETURN(int64_t sw, FeatureWidth(candidate, o_.feature_method, shape));
-      ASSIGN_OR_RETURN(int64_t tw, FeatureWidth(o_.teacher, o_.feature_method, shape));
+      ASSIGN_OR_RETURN(int64_t sw, FeatureWidth(candidate, o_.learner.feature.method, shape));
+      ASSIGN_OR_RETURN(int64_t tw, FeatureWidth(o_.teacher, o_.learner.feature.method, shape));
       projector.emplace(sw, tw);
       for (const auto& p : (*projector)->parameters()) params.push_back(p);
-      so.feature_method = o_.feature_method;
-      so.feature_weight = o_.feature_weight;
+      so.feature_method = o_.learner.feature.method;
+      so.feature_weight = o_.learner.feature.weight;
       so.teacher = &o_.teacher;
       so.projector = &*projector;
     }
     ASSIGN_OR_RETURN(std::unique_ptr<torch::optim::Optimizer> opt,
-                     MakeOptimizer(o_.optimizer, o_.learning_rate, std::move(params)));
-    TemperatureScheduleOptions sched = o_.temperature_schedule;
-    if (sched.curve == "constant") sched.start = sched.end = o_.temperature;
+                     MakeOptimizer(o_.learner.optimizer, o_.learner.learning_rate, std::move(params)));
+    const TemperatureScheduleOptions sched = TemperatureScheduleFrom(o_.learner);
     {
       std::lock_guard<std::mutex> lock(mu_);
       progress_.total_steps = total;
@@ -966,7 +984,7 @@ class DistillerImpl final : public IncrementalDistiller {
     // original images are kept so every epoch draws views of the originals.
     const int64_t replay_first = static_cast<int64_t>(rs->train_new.size());
     torch::Tensor replay_originals;
-    if (o_.replay_augment.enabled() && replay_first < n) {
+    if (ReplayAugment(o_.learner).enabled() && replay_first < n) {
       replay_originals = data.inputs.narrow(0, replay_first, n - replay_first).clone();
     }
     std::vector<int64_t> order(static_cast<size_t>(n));
@@ -992,7 +1010,7 @@ class DistillerImpl final : public IncrementalDistiller {
       progress_.loss = stats.loss;
       progress_.samples_per_s = secs > 0 ? static_cast<double>(seen) / secs : 0.0;
     }
-    if (o_.balanced_finetune_epochs > 0 && o_.replay_ratio > 0) {
+    if (o_.learner.balanced_finetune_epochs > 0 && o_.replay.replay_ratio > 0) {
       ASSIGN_OR_RETURN(int64_t steps, BalancedFinetune(rs, candidate, so, sched, total));
       total += steps;
     }
@@ -1104,6 +1122,11 @@ class DistillerImpl final : public IncrementalDistiller {
   bool triggering_ = false;              // the thread is deciding on an automatic round
   bool current_read_ = false;            // the running round has read its samples
   std::deque<Queued> queue_;             // rounds waiting, oldest first
+  struct Settings {
+    config::LearnerConfig learner;
+    config::ReplayConfig replay;
+  };
+  std::optional<Settings> pending_;      // from Reconfigure, for the next round
   int64_t current_round_ = 0;            // running now (0 = none)
   storage::SampleId claimed_upto_ = 0;   // last id the running round read (0 = none yet)
   Consumer last_consumer_;               // the latest round that read samples
@@ -1118,27 +1141,13 @@ Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(Disti
     return Status::InvalidArgument("distiller needs store, registry, buffer and holdout");
   }
   if (o.state_dir.empty()) return Status::InvalidArgument("distiller needs a state_dir");
-  if (o.batch_size <= 0 || o.epochs <= 0) return Status::InvalidArgument("batch_size and epochs must be > 0");
-  if (!(o.learning_rate > 0)) return Status::InvalidArgument("learning_rate must be > 0");
-  if (o.optimizer != "adam" && o.optimizer != "sgd") {
-    return Status::InvalidArgument("unknown optimizer '" + o.optimizer + "'");
-  }
-  if (o.alpha < 0 || o.alpha > 1) return Status::InvalidArgument("alpha must be in [0, 1]");
-  if (o.temperature <= 0) return Status::InvalidArgument("temperature must be > 0");
-  RETURN_IF_ERROR(ValidateSchedule(o.temperature_schedule));
-  if (o.replay_ratio < 0) return Status::InvalidArgument("replay_ratio must be >= 0");
-  if (o.max_yield_ms < 0) return Status::InvalidArgument("max_yield_ms must be >= 0");
-  if (o.balanced_finetune_epochs < 0) return Status::InvalidArgument("balanced_finetune_epochs must be >= 0");
-  if (!(o.balanced_finetune_lr_scale > 0)) return Status::InvalidArgument("balanced_finetune_lr_scale must be > 0");
-  if (o.replay_augment.max_shift < 0) return Status::InvalidArgument("replay_augment.max_shift must be >= 0");
-  if (!(o.recycle.threshold >= 0)) return Status::InvalidArgument("recycle.threshold must be >= 0");
-  if (std::string bad = ValidateGateOptions(o.gate); !bad.empty()) return Status::InvalidArgument("gate: " + bad);
+  RETURN_IF_ERROR(ValidateLearnerSettings(o.learner, o.replay));
   if (!o.teacher.find_method("forward")) {
     return Status::InvalidArgument("distiller needs a teacher module with forward()");
   }
   ASSIGN_OR_RETURN(storage::VersionRecord active, o.registry->GetVersion(o.active_version));
   ASSIGN_OR_RETURN(torch::jit::Module model, LoadVersionModel(o.state_dir, active));
-  if (o.recycle_dormant_units) {
+  if (o.learner.recycle_dormant_units) {
     // Said once, at start: rounds then train such a student as it is.
     if (Status st = CheckRecyclable(model); !st.ok()) {
       LOG(kWarning) << "learner: dormant units of this student cannot be recycled (" << st.message()

@@ -50,6 +50,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "config/config.h"
 #include "learner/augment.h"
 #include "learner/gate.h"
 #include "learner/kd_loss.h"
@@ -63,73 +64,30 @@
 namespace distilld::learner {
 
 struct DistillerOptions {
-  // --- Mirrors config::LearnerConfig (same names and defaults). ---
-  bool auto_trigger = true;          // LearnerConfig::enabled: count/interval triggers on
-  uint64_t trigger_count = 1000;     // new samples that start a round
-  int64_t trigger_interval_s = 300;  // a round after this long with >= min_samples new ones
-  uint64_t min_samples = 32;         // fewer new samples never start a timed round
-  int epochs = 2;                    // passes over (new + replay) per round
-  int64_t max_steps = 0;             // 0 = epochs decide; else a cap on steps
-  int batch_size = 64;
-  double learning_rate = 1e-3;
-  std::string optimizer = "adam";    // "adam" or "sgd"
-  double alpha = 0.5;                // weight of CE on labelled samples
-  // T; the schedule below is used instead when its curve is not "constant".
-  double temperature = 4.0;
-  TemperatureScheduleOptions temperature_schedule;
-  std::string feature_method;        // "" = no feature distillation
-  double feature_weight = 0.0;
-  // The promotion gate's thresholds (learner/gate.h; config learner.gate
-  // fields of the same names).
-  GateOptions gate;
-  int threads = 1;                   // LibTorch intra-op threads of the learner thread
-  int nice = 10;                     // added to the learner thread's nice value (0 = none)
-  // Run the learner thread under SCHED_IDLE (common/thread_priority.h): it
-  // trains only on CPU time inference leaves idle, and rounds pause while
-  // the cores are saturated. false: nice alone.
-  bool idle_priority = true;
+  // The learner's and the replay's settings, as configured (config/config.h
+  // documents each field and its default). The distiller reads the training
+  // and gate fields when a round starts, the triggers at every check, and
+  // threads, nice, idle_priority and seed once, when its thread starts.
+  // `learner.enabled` and `learner.yield_above_rps` are the daemon's (see
+  // auto_trigger and inference_busy); of `replay`, only replay_ratio is read
+  // here (the buffer and holdout are sized by whoever opens them).
+  config::LearnerConfig learner;
+  config::ReplayConfig replay;
+  // Count and interval triggers on. Off in tools and tests that start every
+  // round themselves.
+  bool auto_trigger = true;
   // Optional: true while inference is busy (the daemon derives it from the
   // request rate, learner.yield_above_rps). Before each teacher chunk and
   // training step the learner waits while it returns true, so under a load
   // that saturates the cores training does not take time from requests;
-  // after max_yield_ms of waiting in one round it goes on regardless, so a
-  // round under permanent load is late, not lost. Called on the learner
+  // after learner.max_yield_s of waiting in one round it goes on regardless,
+  // so a round under permanent load is late, not lost. Called on the learner
   // thread only.
   std::function<bool()> inference_busy;
-  int64_t max_yield_ms = 60000;
-  uint64_t seed = 42;                // shuffling and replay draws
-  // --- Mirrors config::ReplayConfig. ---
-  // Replayed samples per new training sample. A buffer holding fewer is
-  // sampled repeatedly, so old samples may appear more than once per round.
-  double replay_ratio = 2.0;
-  // After the round's epochs, this many epochs over a class-balanced set at
-  // balanced_finetune_lr_scale times the learning rate: the whole replay
-  // buffer plus, from the round's new labelled samples, as many per class as
-  // the buffer holds per class on average (End-to-End Incremental Learning,
-  // Castro et al. 2018). New classes arrive with thousands of samples and old
-  // ones live on in a few hundred buffered ones, so the main pass tilts the
-  // output layer towards the new classes; this pass evens it out. Skipped
-  // while the buffer is empty, and with replay_ratio 0 (no replay at all).
-  // Default 3 (class-incremental Fashion-MNIST: average forgetting 9.7 ->
-  // 7.8 points, final accuracy up; docs/benchmarks-learner.md). 0 = off.
-  int balanced_finetune_epochs = 3;
-  double balanced_finetune_lr_scale = 0.1;
-  // Replayed samples are shown as shifted/mirrored views, redrawn every
-  // epoch and labelled afresh by the teacher (its logits on the view, the
-  // stored label kept), so a small buffer yields many distinct old-class
-  // examples. Costs one teacher pass over the replayed rows per epoch.
-  // Needs image-shaped samples ([..., H, W]). Off by default.
-  ImageAugmentOptions replay_augment;
-  // Before each round's training, hidden units of the student that are
-  // dormant on the round's training data get new incoming weights and zero
-  // outgoing ones (learner/recycle.h): the candidate starts out computing
-  // what the active version computes, with its whole width able to learn.
-  // Costs one student forward and backward pass over up to
-  // recycle.max_inputs samples. A student whose layers cannot be read from
-  // its parameter list is trained as it is (logged once, at Create). Default
-  // on; off only to reproduce runs from before it existed.
-  bool recycle_dormant_units = true;
-  RecycleOptions recycle;
+  // Replayed samples are shown as shifted views (learner.replay_shift_px),
+  // redrawn every epoch and labelled afresh by the teacher; recycling
+  // (learner.recycle_dormant_units) re-draws dormant units of the student
+  // before each round: see learner/augment.h and learner/recycle.h.
   // --- Distiller-only. ---
   std::string state_dir;             // models/ lives here; required
   size_t max_round_samples = 100000;  // new samples read per round at most
@@ -214,9 +172,13 @@ class IncrementalDistiller {
   virtual Result<storage::RoundRecord> RunRoundNow(const std::string& trigger) = 0;
   // Snapshot, any thread, any time.
   virtual DistillerProgress Progress() const = 0;
-  // Changes the automatic triggers (config reload); takes effect at the next
-  // check. Any thread.
-  virtual void SetTriggers(uint64_t trigger_count, int64_t trigger_interval_s, uint64_t min_samples) = 0;
+  // New settings (config reload): the triggers take effect at the next
+  // check, the training and gate fields when the next round starts (a round
+  // in progress finishes with the old ones). Fields read only at start
+  // (threads, nice, idle_priority, seed, feature.method) keep their running
+  // values. InvalidArgument, changing nothing, if a value is out of range.
+  // Any thread.
+  virtual Status Reconfigure(const config::LearnerConfig& learner, const config::ReplayConfig& replay) = 0;
 };
 
 // Where version `id` is stored, relative to the state dir: "models/v000012.pt".

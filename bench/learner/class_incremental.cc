@@ -44,7 +44,7 @@ struct Args {
   bool keep_samples = false;  // keep each row's RocksDB store (100-300 MB) after the run
   int finetune_epochs = 3;    // DistillerOptions::balanced_finetune_epochs (its default)
   double finetune_lr_scale = 0.1;
-  ImageAugmentOptions augment;  // DistillerOptions::replay_augment
+  ImageAugmentOptions augment;  // learner.replay_shift_px
   bool recycle = true;          // DistillerOptions::recycle_dormant_units
   double dormant_threshold = 0;
   uint64_t seed = 42;           // distiller draws; the initial student uses seed + 1
@@ -118,31 +118,31 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
   o.holdout = holdout.get();
   o.teacher = teacher;
   o.active_version = initial.id;
-  o.epochs = a.epochs;
-  o.max_steps = a.max_steps;
-  o.batch_size = 64;
-  o.learning_rate = a.lr;
-  o.alpha = a.alpha;
-  o.temperature = a.temperature;
-  o.replay_ratio = replay_ratio;
-  o.balanced_finetune_epochs = a.finetune_epochs;
-  o.balanced_finetune_lr_scale = a.finetune_lr_scale;
-  o.replay_augment = a.augment;
-  o.recycle_dormant_units = a.recycle;
-  o.recycle.threshold = a.dormant_threshold;
-  o.seed = a.seed;
-  o.feature_method = a.feature_method;
-  o.feature_weight = a.feature_weight;
-  o.threads = a.threads;
-  o.nice = 0;
+  o.learner.epochs = a.epochs;
+  o.learner.max_steps = a.max_steps;
+  o.learner.batch_size = 64;
+  o.learner.learning_rate = a.lr;
+  o.learner.alpha = a.alpha;
+  o.learner.temperature = a.temperature;
+  o.replay.replay_ratio = replay_ratio;
+  o.learner.balanced_finetune_epochs = a.finetune_epochs;
+  o.learner.balanced_finetune_lr_scale = a.finetune_lr_scale;
+  o.learner.replay_shift_px = a.augment.max_shift;
+  o.learner.recycle_dormant_units = a.recycle;
+  o.learner.dormant_threshold = a.dormant_threshold;
+  o.learner.seed = a.seed;
+  o.learner.feature.method = a.feature_method;
+  o.learner.feature.weight = a.feature_weight;
+  o.learner.threads = a.threads;
+  o.learner.nice = 0;
   o.auto_trigger = false;
   // The benchmark measures learning and forgetting, so every round is
   // promoted: the gate would (rightly) refuse the forgetting rounds of the
   // no-replay row and hide what it measures.
-  o.gate.max_accuracy_drop = 1.0;
-  o.gate.max_class_drop = 1.0;
-  o.gate.min_class_retention = 0.0;
-  o.gate.min_new_class_accuracy = 0.0;
+  o.learner.max_accuracy_drop = 1.0;
+  o.learner.max_class_drop = 1.0;
+  o.learner.min_class_retention = 0.0;
+  o.learner.min_new_class_accuracy = 0.0;
   auto d = Must(IncrementalDistiller::Create(o));
 
   std::vector<std::vector<storage::Sample>> feed;

@@ -243,7 +243,11 @@ int main(int argc, char** argv) {
     drop.push_back({storage::Family::kIncoming, storage::SampleStore::IncomingKey(s.id), std::nullopt});
   }
   (void)daemon->store()->Apply(drop);
-  daemon->distiller()->SetTriggers(12000, 30 * 86400, 32);
+  config::LearnerConfig triggers = daemon->config().learner;
+  triggers.trigger_count = 12000;
+  triggers.trigger_interval_s = 30 * 86400;
+  triggers.min_samples = 32;
+  if (Status s = daemon->distiller()->Reconfigure(triggers, daemon->config().replay); !s.ok()) return 1;
   auto wait_round = [&](int64_t before) {
     for (int i = 0; i < 6000 && daemon->distiller()->Progress().rounds_completed <= before; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));

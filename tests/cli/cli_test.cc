@@ -40,6 +40,16 @@ TEST_CASE("check-config accepts the example config with a one-line summary") {
   CHECK(Contains(r.output, ": OK (model fashion, mlp student, listen 127.0.0.1:8080"));
 }
 
+TEST_CASE("check-config --reload-classes lists when a SIGHUP applies each field") {
+  ProcessResult r = RunCommand(DistilldBinary() + " check-config --reload-classes " + DISTILLD_SOURCE_DIR_DEFAULT +
+                               "/config/distilld.example.yaml");
+  CHECK(r.exit_code == 0);
+  CHECK(Contains(r.output, "\nserver.max_body_bytes immediate\n"));
+  CHECK(Contains(r.output, "\nlearner.epochs next_round\n"));
+  CHECK(Contains(r.output, "\nreplay.capacity restart\n"));
+  CHECK(Contains(r.output, "\nlogging.level immediate\n"));
+}
+
 TEST_CASE("check-config reports every error with its position and exits 2") {
   TempDir dir;
   const std::string path = dir.str("bad.yaml");

@@ -1,6 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <yaml-cpp/yaml.h>
+
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <string>
 
@@ -20,7 +23,8 @@ constexpr const char* kEveryField = R"(server:
   listen: "0.0.0.0:9000"
   unix_socket: /run/distilld/sock
   unix_socket_mode: "0600"
-  io_threads: 2
+  io_threads: 3
+  loop_per_thread: false
   max_body_bytes: 2048
   max_header_bytes: 4096
   read_timeout_ms: 500
@@ -89,6 +93,9 @@ learner:
   regression_z: 2.0
   threads: 2
   nice: 5
+  idle_priority: false
+  yield_above_rps: 50
+  max_yield_s: 9
   seed: 7
 capture:
   fraction: 0.5
@@ -105,7 +112,8 @@ TEST_CASE("every field is parsed") {
   CHECK(c.server.listen == "0.0.0.0:9000");
   CHECK(c.server.unix_socket == "/run/distilld/sock");
   CHECK(c.server.unix_socket_mode == 0600);
-  CHECK(c.server.io_threads == 2);
+  CHECK(c.server.io_threads == 3);
+  CHECK_FALSE(c.server.loop_per_thread);
   CHECK(c.server.max_body_bytes == 2048);
   CHECK(c.server.max_header_bytes == 4096);
   CHECK(c.server.read_timeout_ms == 500);
@@ -177,6 +185,79 @@ TEST_CASE("every field is parsed") {
   CHECK(c.logging.level == "debug");
 }
 
+TEST_CASE("the schema: every field of the example file has one reload class, and each is its own member") {
+  // The example documents every key; the schema must list exactly those.
+  std::vector<std::string> example_keys;
+  std::function<void(const YAML::Node&, const std::string&)> walk = [&](const YAML::Node& n,
+                                                                         const std::string& prefix) {
+    for (const auto& kv : n) {
+      const std::string path = prefix.empty() ? kv.first.Scalar() : prefix + "." + kv.first.Scalar();
+      if (kv.second.IsMap()) {
+        walk(kv.second, path);
+      } else {
+        example_keys.push_back(path);
+      }
+    }
+  };
+  walk(YAML::LoadFile(SourceDir() + "/config/distilld.example.yaml"), "");
+  std::vector<std::string> schema_keys;
+  for (const FieldInfo& f : SchemaFields()) {
+    schema_keys.push_back(f.path);
+    const std::string name = ReloadClassName(f.reload);
+    INFO(f.path);
+    CHECK((name == "immediate" || name == "next_round" || name == "restart"));
+  }
+  std::string example_list;
+  for (const auto& k : example_keys) example_list += k + " ";
+  std::string schema_list;
+  for (const auto& k : schema_keys) schema_list += k + " ";
+  CHECK(example_list == schema_list);
+  CHECK(schema_keys.size() == 77);
+
+  // kEveryField changes every field, so a diff against the defaults names
+  // each one: no two schema entries are bound to the same member.
+  LoadResult r = ParseConfig(kEveryField);
+  REQUIRE(r.ok());
+  std::vector<std::string> changed;
+  for (const FieldChange& c : DiffConfigs(Config{}, r.config)) changed.push_back(c.path);
+  CHECK(changed == schema_keys);
+}
+
+TEST_CASE("DiffConfigs and CopyFields: values as written, copies by reload class") {
+  Config a;
+  Config b;
+  b.learner.epochs = 3;
+  b.replay.capacity = 9000;
+  b.server.max_body_bytes = 4096;
+  b.server.unix_socket_mode = 0600;
+  b.model.name = "other";
+  b.model.input_shape = {3, 32, 32};
+  const std::vector<FieldChange> d = DiffConfigs(a, b);
+  REQUIRE(d.size() == 6);
+  CHECK(d[0].ToString() == "server.unix_socket_mode: 0660 -> 0600");
+  CHECK(d[0].reload == ReloadClass::kRestart);
+  CHECK(d[1].ToString() == "server.max_body_bytes: 16777216 -> 4096");
+  CHECK(d[1].reload == ReloadClass::kImmediate);
+  CHECK(d[2].ToString() == "model.name: 'fashion' -> 'other'");
+  CHECK(d[3].ToString() == "model.input_shape: [1,28,28] -> [3,32,32]");
+  CHECK(d[4].ToString() == "replay.capacity: 5000 -> 9000");
+  CHECK(d[4].reload == ReloadClass::kRestart);
+  CHECK(d[5].ToString() == "learner.epochs: 2 -> 3");
+  CHECK(d[5].reload == ReloadClass::kNextRound);
+
+  Config running = a;
+  CopyFields(b, ReloadClass::kImmediate, &running);
+  CHECK(running.server.max_body_bytes == 4096);
+  CHECK(running.learner.epochs == 2);
+  CHECK(running.replay.capacity == 5000);
+  CopyFields(b, ReloadClass::kNextRound, &running);
+  CHECK(running.learner.epochs == 3);
+  CHECK(running.model.name == "fashion");
+  CHECK(running.replay.capacity == 5000);
+  CopyFields(b, ReloadClass::kRestart, &running);
+  CHECK(DiffConfigs(running, b).empty());
+}
+
 TEST_CASE("an empty file gives every default") {
   LoadResult r = ParseConfig("");
   REQUIRE(r.ok());
@@ -195,16 +276,7 @@ TEST_CASE("the shipped example config is valid and equals the defaults") {
   LoadResult r = LoadConfigFile(SourceDir() + "/config/distilld.example.yaml");
   for (const auto& e : r.errors) INFO(e.ToString());
   REQUIRE(r.ok());
-  Config d;
-  const Config& c = r.config;
-  CHECK(c.server.listen == d.server.listen);
-  CHECK(c.server.unix_socket_mode == d.server.unix_socket_mode);
-  CHECK(c.server.max_body_bytes == d.server.max_body_bytes);
-  CHECK(c.model.architecture.hidden == d.model.architecture.hidden);
-  CHECK(c.batching.queue_capacity == d.batching.queue_capacity);
-  CHECK(c.learner.trigger_interval_s == d.learner.trigger_interval_s);
-  CHECK(c.learner.temperature_schedule.curve == d.learner.temperature_schedule.curve);
-  CHECK(c.replay.policy == d.replay.policy);
+  for (const FieldChange& c : DiffConfigs(Config{}, r.config)) FAIL_CHECK(c.ToString());
 }
 
 TEST_CASE("a wrong value names the key path, line and column") {

@@ -293,6 +293,64 @@ TEST_CASE("learner control, versions and activation errors") {
   CHECK(r.body.find("rejected") != std::string::npos);
 }
 
+TEST_CASE("a reload applies training fields from the next round and names the fields that need a restart") {
+  Env env([](config::Config& c) {
+    c.learner.balanced_finetune_epochs = 0;  // steps = learner.max_steps exactly
+    c.learner.max_steps = 5;
+  });
+  TcpClient c = env.Client();
+  std::mt19937_64 rng(8);
+  auto round_steps = [&] {
+    std::vector<float> x;
+    std::vector<int64_t> y;
+    env.task.Make(200, -1, rng, &x, &y);
+    REQUIRE(c.Post("/v1/samples", SamplesJson(x, y)).status == 200);
+    Reply start = c.Post("/v1/learner/rounds", "{}");
+    REQUIRE(start.status == 202);
+    rapidjson::Document d = WaitRound(c, Parse(start.body)["round_id"].GetInt64());
+    return d["loss"]["steps"].GetInt64();
+  };
+  CHECK(round_steps() == 5);
+
+  config::Config next = env.config;
+  next.learner.max_steps = 9;          // next round
+  next.replay.capacity = 9000;         // restart
+  next.learner.threads = 2;            // restart
+  next.server.max_body_bytes = 50000;  // at once
+  REQUIRE(env.daemon->Reload(next).ok());
+  CHECK(env.daemon->server()->limits().max_body_bytes == 50000);
+  CHECK(env.daemon->config().learner.max_steps == 9);
+  CHECK(env.daemon->config().replay.capacity == 5000);  // what runs
+  CHECK(env.daemon->config().learner.threads == 1);
+  CHECK(round_steps() == 9);
+  Reply l = c.Get("/v1/learner");
+  REQUIRE(l.status == 200);
+  CHECK(Parse(l.body)["buffer"]["capacity"].GetUint64() == 5000);
+
+  Reply ev = c.Get("/v1/events?limit=50");
+  REQUIRE(ev.status == 200);
+  std::string applied, restart;
+  for (const auto& e : Parse(ev.body)["events"].GetArray()) {
+    const std::string kind = e["kind"].GetString();
+    if (kind == "config_reload") applied = e["message"].GetString();
+    if (kind == "config_restart_needed") restart = e["message"].GetString();
+  }
+  CHECK(applied == "server.max_body_bytes: 16777216 -> 50000; learner.max_steps: 5 -> 9 (from the next round)");
+  CHECK(restart ==
+        "changed in the file, applied after a restart: replay.capacity: 5000 -> 9000; learner.threads: 1 -> 2");
+
+  // A value the learner refuses (LoadConfig would have caught it): nothing
+  // is applied, and the error names the field.
+  config::Config bad = env.daemon->config();
+  bad.learner.epochs = 0;
+  bad.server.max_body_bytes = 60000;
+  Status refused = env.daemon->Reload(bad);
+  CHECK(refused.code() == StatusCode::kInvalidArgument);
+  CHECK(refused.message().find("learner.epochs") != std::string::npos);
+  CHECK(env.daemon->server()->limits().max_body_bytes == 50000);
+  CHECK(env.daemon->config().learner.epochs == env.config.learner.epochs);
+}
+
 TEST_CASE("every round id POST /v1/learner/rounds returns reaches an outcome while count triggers fire") {
   Env env([](config::Config& c) {
     c.learner.trigger_count = 30;  // automatic rounds keep starting
