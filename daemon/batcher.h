@@ -27,7 +27,7 @@
 // swap happens. A request pinned to a version (…/versions/{v}/infer) runs on
 // that version if it is still alive, else fails with NotFound.
 //
-// Thread-safety: Submit, UpdateOptions and Stop may be called from any
+// Thread-safety: Submit, UpdateLimits and Stop may be called from any
 // thread. The batcher owns its threads; the ModelManager and the
 // MetricsRegistry are not owned and must outlive it. Completion callbacks run
 // on the thread that ran the batch and must be quick (post elsewhere for

@@ -4,8 +4,8 @@
 // `io_threads` threads each run their own io_context (own epoll, own
 // handler queue) unless loop_per_thread is false: with one io_context
 // shared by two threads, Asio wakes the other thread for nearly every
-// handler, and 2 threads served fewer requests than 1 (session 3's profile,
-// issue 5). The listener hands new
+// handler, and 2 threads served fewer requests than 1 (measured in
+// docs/benchmarks-serving.md). The listener hands new
 // connections to the loops in turn; every connection is a session whose
 // handlers run on its own strand on its loop. Each request is parsed by a
 // fresh Beast parser with the body and header limits (413 / 431), under a

@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
   distill_cmd->add_option("--prune-steps", compress.prune_steps, "Gradual pruning steps")->capture_default_str();
   distill_cmd->add_option("--qat-bits", compress.qat_bits, "Then quantization-aware fine-tuning with 8- or 4-bit weights")
       ->check(CLI::IsMember({8, 4}));
-  distill_cmd->add_flag("--int8", compress.int8, "Write the student with int8 dynamically quantized linear layers");
+  distill_cmd->add_flag("--int8", compress.int8, "Write the student with int8 layers (see learner/quantize.h)");
 
   distilld::daemon::DemoOptions demo;
   CLI::App* demo_cmd = app.add_subcommand(

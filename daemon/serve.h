@@ -1,5 +1,5 @@
 // The `distilld serve` command: opens the state dir, loads the active student,
-// starts the listeners (and, once built, the learner) and runs until SIGTERM
+// starts the listeners and the learner and runs until SIGTERM
 // or SIGINT. Called from main() after the config is loaded and validated.
 #pragma once
 

@@ -1,5 +1,5 @@
 // Private to daemon/: the envelope shared by every tensor-carrying request
-// (KServe infer now, POST /v1/samples next): the JSON header parsed with
+// (KServe infer and POST /v1/samples): the JSON header parsed with
 // RapidJSON, binary blocks split off, and per-input conversion to float or
 // int64 with validation. A TensorRequest borrows the body: it must not
 // outlive it. Thread-compatible.

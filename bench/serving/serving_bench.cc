@@ -275,7 +275,7 @@ int main(int argc, char** argv) {
     return out;
   };
 
-  // int8 vs float student, served (issue #9): a second daemon with
+  // int8 vs float student, served: a second daemon with
   // model.precision int8 (same initial weights: same seed), learner off;
   // float and int8 runs alternate at each connection count.
   struct PrecisionRow {
