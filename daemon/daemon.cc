@@ -134,23 +134,6 @@ Status Daemon::OpenState() {
   return Status::Ok();
 }
 
-Result<storage::VersionRecord> Daemon::EnsureActiveVersion() {
-  const config::Config c = config();
-  learner::InitialStudentOptions o;
-  o.state_dir = c.storage.state_dir;
-  o.student_path = c.model.student;
-  o.arch.kind = c.model.architecture.kind;
-  o.arch.input_shape = c.model.input_shape;
-  o.arch.classes = c.model.classes;
-  o.arch.hidden = c.model.architecture.hidden;
-  o.arch.channels = c.model.architecture.channels;
-  o.seed = c.learner.seed;
-  // One implementation of the version lifecycle: the active version's file
-  // is checked against its checksum, or the initial student is saved,
-  // registered and activated (with its event).
-  return learner::LoadOrCreateInitialVersion(registry_.get(), o);
-}
-
 Status Daemon::StartLearner(int64_t active_version) {
   const config::Config c = config();
   if (!c.learner.enabled) {
@@ -344,7 +327,16 @@ Status Daemon::Start() {
   mo.metrics = metrics_.get();
   mo.clock = options_.clock;
   ASSIGN_OR_RETURN(models_, ModelManager::Create(mo));
-  ASSIGN_OR_RETURN(storage::VersionRecord active, EnsureActiveVersion());
+  // The active version's file is checked against its checksum, or the
+  // initial student is saved, registered and activated.
+  learner::InitialStudentOptions initial;
+  initial.student_path = c.model.student;
+  initial.arch = {c.model.architecture.kind, c.model.input_shape, c.model.classes, c.model.architecture.hidden,
+                  c.model.architecture.channels};
+  initial.seed = c.learner.seed;
+  ASSIGN_OR_RETURN(std::unique_ptr<learner::VersionStore> versions,
+                   learner::VersionStore::Create({c.storage.state_dir, registry_.get()}));
+  ASSIGN_OR_RETURN(storage::VersionRecord active, versions->LoadOrCreateInitial(initial));
   RETURN_IF_ERROR(models_->Publish(active));
 
   BatcherOptions bo;

@@ -105,7 +105,6 @@ class Daemon {
  private:
   Daemon(const config::Config& config, const DaemonOptions& options);
   Status OpenState();
-  Result<storage::VersionRecord> EnsureActiveVersion();
   Status StartLearner(int64_t active_version);
   void RegisterLearnerMetrics();
   void RegisterRoutes();

@@ -30,6 +30,7 @@
 #include "learner/model_io.h"
 #include "learner/offline.h"
 #include "learner/train_step.h"
+#include "learner/version_store.h"
 // Last: replaces glog's LOG macro that LibTorch headers define.
 #include "common/log.h"
 
@@ -387,9 +388,7 @@ int RunDemo(const DemoOptions& o) {
     const int phase = version_phase.count(v.id) ? version_phase[v.id] : 0;
     std::vector<int64_t> seen;
     for (int q = 0; q <= phase; ++q) seen.insert(seen.end(), kPhases[q].begin(), kPhases[q].end());
-    char name[32];
-    std::snprintf(name, sizeof name, "/models/v%06lld.pt", static_cast<long long>(v.id));
-    Result<torch::jit::Module> m = learner::LoadModel(state + name);
+    Result<torch::jit::Module> m = learner::LoadModel(state + "/" + learner::VersionStore::RelativePath(v.id));
     if (!m.ok()) continue;
     const double acc_seen = TestAccuracy(*m, *test, seen);
     const double acc_all = TestAccuracy(*m, *test, {});

@@ -20,6 +20,7 @@
 #include "daemon/daemon.h"
 #include "daemon/listen_fds.h"
 #include "daemon/sd_notify.h"
+#include "learner/version_store.h"
 // c10 (glog) defines LOG too; ours wins in this file.
 #undef LOG
 #include "common/log.h"
@@ -53,9 +54,7 @@ std::string SystemdDir(const char* name) {
 std::string StatusLine(const Daemon& daemon) {
   std::ostringstream os;
   auto active = daemon.models() ? daemon.models()->Active() : nullptr;
-  char version[32];
-  std::snprintf(version, sizeof(version), "v%06lld", static_cast<long long>(active ? active->version() : 0));
-  os << "serving " << (active ? version : "no model");
+  os << "serving " << (active ? learner::VersionStore::Name(active->version()) : "no model");
   const auto addresses = daemon.ListeningAddresses();
   if (!addresses.empty()) {
     os << " (";

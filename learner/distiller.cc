@@ -36,79 +36,6 @@
 
 namespace distilld::learner {
 
-std::string VersionRelativePath(int64_t id) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "models/v%06lld.pt", static_cast<long long>(id));
-  return buf;
-}
-
-Result<torch::jit::Module> LoadVersionModel(const std::string& state_dir, const storage::VersionRecord& v) {
-  std::string path = (std::filesystem::path(state_dir) / v.path).string();
-  auto m = LoadModel(path, v.sha256);
-  if (!m.ok()) return m.status().WithContext("version " + std::to_string(v.id));
-  return m;
-}
-
-namespace {
-
-Result<int64_t> NextVersionId(storage::Registry* registry) {
-  ASSIGN_OR_RETURN(std::vector<storage::VersionRecord> all, registry->ListVersions());
-  int64_t next = 1;
-  for (const auto& v : all) next = std::max(next, v.id + 1);
-  return next;
-}
-
-Status EnsureModelsDir(const std::string& state_dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(state_dir) / "models", ec);
-  if (ec) return Status::IoError("creating " + state_dir + "/models: " + ec.message());
-  return Status::Ok();
-}
-
-}  // namespace
-
-Result<storage::VersionRecord> LoadOrCreateInitialVersion(storage::Registry* registry,
-                                                          const InitialStudentOptions& options) {
-  if (registry == nullptr || options.state_dir.empty()) {
-    return Status::InvalidArgument("registry and state_dir are required");
-  }
-  ASSIGN_OR_RETURN(std::optional<storage::VersionRecord> active, registry->ActiveVersion());
-  if (active.has_value()) {
-    ASSIGN_OR_RETURN(torch::jit::Module unused, LoadVersionModel(options.state_dir, *active));
-    (void)unused;
-    return *active;
-  }
-  torch::jit::Module model;
-  if (options.student_path.empty()) {
-    ASSIGN_OR_RETURN(model, BuildModel(options.arch, options.seed));
-  } else {
-    ASSIGN_OR_RETURN(model, LoadModel(options.student_path));
-  }
-  RETURN_IF_ERROR(EnsureModelsDir(options.state_dir));
-  ASSIGN_OR_RETURN(int64_t id, NextVersionId(registry));
-  std::string rel = VersionRelativePath(id);
-  ASSIGN_OR_RETURN(SavedModel saved,
-                   SaveModelAtomic(model, (std::filesystem::path(options.state_dir) / rel).string()));
-  storage::VersionRecord rec;
-  rec.path = rel;
-  rec.sha256 = saved.sha256;
-  rec.size_bytes = saved.size_bytes;
-  rec.status = storage::VersionStatus::kCandidate;
-  rec.note = options.student_path.empty() ? "initial student built as " + options.arch.kind
-                                          : "initial student from " + options.student_path;
-  // A student built here has learned nothing yet: every class is new to it.
-  // One from a file has a history distilld does not know; its label space is
-  // inferred from the held-out set when it is first judged.
-  if (options.student_path.empty()) rec.metrics_json = "{\"label_space\":[]}";
-  ASSIGN_OR_RETURN(rec.id, registry->AddVersion(rec));
-  if (rec.id != id) {
-    return Status::Internal("registry assigned version " + std::to_string(rec.id) + " to file " + rel);
-  }
-  RETURN_IF_ERROR(registry->Activate(rec.id));
-  (void)registry->LogEvent("swap", "initial student activated", rec.id);
-  return registry->GetVersion(rec.id);
-}
-
 namespace {
 
 constexpr char kCursorKey[] = "learner/cursor";
@@ -127,8 +54,8 @@ struct RoundState {
 
 class DistillerImpl final : public IncrementalDistiller {
  public:
-  DistillerImpl(DistillerOptions o, torch::jit::Module active)
-      : o_(std::move(o)), active_(std::move(active)), active_id_(o_.active_version), rng_(o_.learner.seed) {
+  DistillerImpl(DistillerOptions o, std::unique_ptr<VersionStore> versions, torch::jit::Module active)
+      : o_(std::move(o)), versions_(std::move(versions)), active_(std::move(active)), active_id_(o_.active_version), rng_(o_.learner.seed) {
     if (o_.clock == nullptr) o_.clock = Clock::Real();
     progress_.active_version = active_id_;
   }
@@ -552,7 +479,7 @@ class DistillerImpl final : public IncrementalDistiller {
     ASSIGN_OR_RETURN(std::optional<storage::VersionRecord> active, o_.registry->ActiveVersion());
     if (!active.has_value()) return Status::FailedPrecondition("no active version in the registry");
     if (active->id == active_id_) return Status::Ok();
-    ASSIGN_OR_RETURN(active_, LoadVersionModel(o_.state_dir, *active));
+    ASSIGN_OR_RETURN(active_, versions_->Load(*active));
     LOG(kInfo) << "learner: active version is now " << active->id << " (changed outside the learner)";
     active_id_ = active->id;
     return Status::Ok();
@@ -1036,24 +963,13 @@ class DistillerImpl final : public IncrementalDistiller {
     // 7. Save and register. No stop checks from here to the registry write,
     // so a stop never leaves a saved file without its record.
     SetState("saving");
-    RETURN_IF_ERROR(EnsureModelsDir(o_.state_dir));
-    ASSIGN_OR_RETURN(int64_t vid, NextVersionId(o_.registry));
-    const std::string rel = VersionRelativePath(vid);
-    ASSIGN_OR_RETURN(SavedModel saved,
-                     SaveModelAtomic(candidate, (std::filesystem::path(o_.state_dir) / rel).string()));
     storage::VersionRecord rec;
     rec.parent = active_id_;
-    rec.path = rel;
-    rec.sha256 = saved.sha256;
-    rec.size_bytes = saved.size_bytes;
     rec.status = pass ? storage::VersionStatus::kCandidate : storage::VersionStatus::kRejected;
     rec.metrics_json = eval_json;
     rec.round_id = rs->record.id;
     rec.note = reason;
-    ASSIGN_OR_RETURN(rec.id, o_.registry->AddVersion(rec));
-    if (rec.id != vid) {
-      LOG(kError) << "learner: registry id " << rec.id << " differs from file " << rel;
-    }
+    ASSIGN_OR_RETURN(rec, versions_->Add(candidate, std::move(rec)));
     rs->record.candidate_version = rec.id;
     if (!pass) {
       rs->record.outcome = "rejected";
@@ -1088,6 +1004,7 @@ class DistillerImpl final : public IncrementalDistiller {
   }
 
   DistillerOptions o_;
+  std::unique_ptr<VersionStore> versions_;
   // Owned by the learner thread (or the RunRoundNow caller).
   torch::jit::Module active_;
   int64_t active_id_;
@@ -1146,7 +1063,8 @@ Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(Disti
     return Status::InvalidArgument("distiller needs a teacher module with forward()");
   }
   ASSIGN_OR_RETURN(storage::VersionRecord active, o.registry->GetVersion(o.active_version));
-  ASSIGN_OR_RETURN(torch::jit::Module model, LoadVersionModel(o.state_dir, active));
+  ASSIGN_OR_RETURN(std::unique_ptr<VersionStore> versions, VersionStore::Create({o.state_dir, o.registry}));
+  ASSIGN_OR_RETURN(torch::jit::Module model, versions->Load(active));
   if (o.learner.recycle_dormant_units) {
     // Said once, at start: rounds then train such a student as it is.
     if (Status st = CheckRecyclable(model); !st.ok()) {
@@ -1154,7 +1072,7 @@ Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(Disti
                     << "); it is trained without recycling";
     }
   }
-  return std::unique_ptr<IncrementalDistiller>(new DistillerImpl(std::move(o), std::move(model)));
+  return std::unique_ptr<IncrementalDistiller>(new DistillerImpl(std::move(o), std::move(versions), std::move(model)));
 }
 
 }  // namespace distilld::learner

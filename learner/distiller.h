@@ -10,7 +10,7 @@
 //   5. train a deep copy of the active student (warm start) with the KD loss;
 //      a NaN/inf loss aborts the round (no version is written);
 //   6. evaluate candidate and active on the holdout and gate (below);
-//   7. save models/v%06d.pt atomically, register it (candidate or rejected,
+//   7. save and register it through the VersionStore (candidate or rejected,
 //      with metrics JSON and reason); on pass Publish() then Activate();
 //   8. offer the new training samples to the replay buffer, advance the
 //      cursor and delete the consumed incoming records.
@@ -57,6 +57,7 @@
 #include "learner/model_builder.h"
 #include "learner/publisher.h"
 #include "learner/recycle.h"
+#include "learner/version_store.h"
 #include "replaybuffer/replay_buffer.h"
 #include "storage/registry.h"
 #include "storage/sample_store.h"
@@ -180,25 +181,5 @@ class IncrementalDistiller {
   // Any thread.
   virtual Status Reconfigure(const config::LearnerConfig& learner, const config::ReplayConfig& replay) = 0;
 };
-
-// Where version `id` is stored, relative to the state dir: "models/v000012.pt".
-std::string VersionRelativePath(int64_t id);
-
-// Loads a registered version's file (checksum checked).
-Result<torch::jit::Module> LoadVersionModel(const std::string& state_dir, const storage::VersionRecord& version);
-
-struct InitialStudentOptions {
-  std::string state_dir;    // required; models/ is created
-  std::string student_path;  // a user .pt; "" = build `arch`
-  ArchSpec arch;
-  uint64_t seed = 42;
-};
-
-// Start-up helper: returns the registry's active version; if there is none,
-// builds (or loads) the initial student, saves it as models/v%06d.pt (the
-// next free id, v000001.pt on a fresh state dir), registers and activates it.
-// The active version's file is verified against its checksum either way.
-Result<storage::VersionRecord> LoadOrCreateInitialVersion(storage::Registry* registry,
-                                                          const InitialStudentOptions& options);
 
 }  // namespace distilld::learner

@@ -181,22 +181,39 @@ class SqliteRegistry final : public Registry {
     if (r.status == VersionStatus::kActive) {
       return Status::InvalidArgument("a new version cannot be active; use Activate");
     }
+    if (r.id < 0) return Status::InvalidArgument("version id must be >= 0, got " + std::to_string(r.id));
     std::lock_guard<std::mutex> lock(mu_);
+    if (r.id > 0) {
+      Result<VersionRecord> taken = GetVersionLocked(r.id);
+      if (taken.ok()) return Status::AlreadyExists("version " + std::to_string(r.id) + " already exists");
+      if (taken.status().code() != StatusCode::kNotFound) return taken.status();
+    }
+    // NULL id: SQLite assigns the next one.
     Stmt s(db_,
-           "INSERT INTO versions (parent, path, sha256, size_bytes, created_us, status, "
-           "metrics_json, round_id, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)");
+           "INSERT INTO versions (id, parent, path, sha256, size_bytes, created_us, status, "
+           "metrics_json, round_id, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
     RETURN_IF_ERROR(s.prepared());
-    s.Bind(1, r.parent);
-    s.Bind(2, r.path);
-    s.Bind(3, r.sha256);
-    s.Bind(4, r.size_bytes);
-    s.Bind(5, r.created_us != 0 ? r.created_us : clock_->NowMicros());
-    s.Bind(6, VersionStatusName(r.status));
-    s.Bind(7, r.metrics_json);
-    s.Bind(8, r.round_id);
-    s.Bind(9, r.note);
+    s.Bind(1, r.id > 0 ? std::optional<int64_t>(r.id) : std::nullopt);
+    s.Bind(2, r.parent);
+    s.Bind(3, r.path);
+    s.Bind(4, r.sha256);
+    s.Bind(5, r.size_bytes);
+    s.Bind(6, r.created_us != 0 ? r.created_us : clock_->NowMicros());
+    s.Bind(7, VersionStatusName(r.status));
+    s.Bind(8, r.metrics_json);
+    s.Bind(9, r.round_id);
+    s.Bind(10, r.note);
     RETURN_IF_ERROR(s.Run().WithContext("add version"));
     return sqlite3_last_insert_rowid(db_);
+  }
+
+  Result<int64_t> LatestVersionId() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    Stmt s(db_, "SELECT COALESCE(MAX(id), 0) FROM versions");
+    RETURN_IF_ERROR(s.prepared());
+    Status st;
+    if (!s.Step(&st)) return st.ok() ? Status::Internal("latest version id: no row") : st;
+    return s.Int(0);
   }
 
   Result<VersionRecord> GetVersion(int64_t id) override {

@@ -27,7 +27,7 @@ std::string_view VersionStatusName(VersionStatus status);  // "candidate", ...
 Result<VersionStatus> ParseVersionStatus(std::string_view name);
 
 struct VersionRecord {
-  int64_t id = 0;                 // assigned by AddVersion (1, 2, ...)
+  int64_t id = 0;                 // 0: AddVersion assigns the next (1, 2, ...)
   std::optional<int64_t> parent;  // version it was trained from
   std::string path;               // model file, relative to the state dir
   std::string sha256;             // hex digest of the file
@@ -80,9 +80,12 @@ class Registry {
   // Current schema version (PRAGMA user_version) after migrations.
   virtual int SchemaVersion() = 0;
 
-  // Inserts a version and returns its id. A record with status kActive is
-  // refused (use Activate).
+  // Inserts a version and returns its id: record.id when it is not 0
+  // (AlreadyExists if taken), else the next one. A record with status
+  // kActive is refused (use Activate).
   virtual Result<int64_t> AddVersion(const VersionRecord& record) = 0;
+  // The highest version id ever added (0 = none); one indexed lookup.
+  virtual Result<int64_t> LatestVersionId() = 0;
   virtual Result<VersionRecord> GetVersion(int64_t id) = 0;  // NotFound if absent
   virtual Result<std::vector<VersionRecord>> ListVersions() = 0;  // by id
   // Sets candidate/rejected/retired, with an optional note. kActive is refused.

@@ -105,10 +105,10 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
   auto buffer = Must(replaybuffer::ReplayBuffer::Open(store.get(), bo));
   auto holdout = Must(replaybuffer::HoldoutSet::Open(store.get(), replaybuffer::HoldoutOptions{}));
   InitialStudentOptions io;
-  io.state_dir = dir;
   io.arch = ArchSpec{"mlp", {1, 28, 28}, 10, {64}, {}};
   io.seed = a.seed + 1;
-  auto initial = Must(LoadOrCreateInitialVersion(registry.get(), io));
+  auto versions = Must(VersionStore::Create({dir, registry.get()}));
+  auto initial = Must(versions->LoadOrCreateInitial(io));
 
   DistillerOptions o;
   o.state_dir = dir;
@@ -168,7 +168,7 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
       std::fprintf(stderr, "%s phase %zu: round %s (%s)\n", name.c_str(), p, rec.outcome.c_str(), rec.reason.c_str());
     }
     auto active = Must(registry->ActiveVersion());
-    torch::jit::Module m = Must(LoadVersionModel(dir, *active));
+    torch::jit::Module m = Must(versions->Load(*active));
     const int seen_hi = offline ? 10 : static_cast<int>(2 * (p + 1));
     row.seen_acc.push_back(Accuracy(m, test, 0, seen_hi));
     row.all_acc.push_back(Accuracy(m, test, 0, 10));

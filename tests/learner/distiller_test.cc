@@ -84,6 +84,7 @@ struct Fixture {
   ManualClock clock;
   std::unique_ptr<storage::SampleStore> store;
   std::unique_ptr<storage::Registry> registry;
+  std::unique_ptr<VersionStore> versions;
   std::unique_ptr<replaybuffer::ReplayBuffer> buffer;
   std::unique_ptr<replaybuffer::HoldoutSet> holdout;
   RecordingPublisher publisher;
@@ -108,11 +109,11 @@ struct Fixture {
     ho.fraction = 0.2;
     holdout = std::move(replaybuffer::HoldoutSet::Open(store.get(), ho)).value();
     InitialStudentOptions io;
-    io.state_dir = dir.str();
     io.arch = ArchSpec{"mlp", {1, 2, 2}, 3, {8}, {}};
     io.student_path = student_path;
     io.seed = 5;
-    auto v = LoadOrCreateInitialVersion(registry.get(), io);
+    versions = std::move(VersionStore::Create({dir.str(), registry.get()})).value();
+    auto v = versions->LoadOrCreateInitial(io);
     REQUIRE(v.ok());
     initial = *v;
   }
@@ -178,9 +179,8 @@ TEST_CASE("initial version is created once, then reused") {
   CHECK(f.initial.path == "models/v000001.pt");
   CHECK(std::filesystem::exists(f.dir.path() / "models/v000001.pt"));
   InitialStudentOptions io;
-  io.state_dir = f.dir.str();
   io.arch.kind = "does-not-matter-when-active";
-  auto again = LoadOrCreateInitialVersion(f.registry.get(), io);
+  auto again = f.versions->LoadOrCreateInitial(io);
   REQUIRE(again.ok());
   CHECK(again->id == 1);
   CHECK(f.registry->ListVersions()->size() == 1);
@@ -206,7 +206,7 @@ TEST_CASE("a round improves held-out accuracy and is promoted") {
   REQUIRE(v.ok());
   CHECK(v->parent == 1);
   CHECK(v->path == "models/v000002.pt");
-  CHECK(LoadVersionModel(f.dir.str(), *v).ok());
+  CHECK(f.versions->Load(*v).ok());
   // Samples were consumed: held-out share kept (with teacher logits), the
   // rest offered to the buffer, incoming emptied, cursor advanced.
   CHECK(f.holdout->size() >= 70);
@@ -798,7 +798,7 @@ TEST_CASE("a student from a file has its label space inferred from what it class
     REQUIRE(r->outcome == "promoted");
     auto v = trainer.registry->GetVersion(*r->candidate_version);
     REQUIRE(v.ok());
-    auto m = LoadVersionModel(trainer.dir.str(), *v);
+    auto m = trainer.versions->Load(*v);
     REQUIRE(m.ok());
     auto saved = SaveModelAtomic(*m, files.str("user.pt"));
     REQUIRE(saved.ok());

@@ -110,7 +110,6 @@ TEST_CASE_TEMPLATE("versions: add, get, list, status, metrics", Impl, Sqlite, Fa
   VersionRecord v1 = Version("models/v000001.pt");
   v1.metrics_json = R"({"accuracy": 0.8})";
   v1.note = "it's \"quoted\"; DROP TABLE versions; --";
-  v1.id = 77;  // ignored: AddVersion assigns ids
   auto id1 = reg->AddVersion(v1);
   REQUIRE(id1.ok());
   CHECK(*id1 == 1);
@@ -185,6 +184,29 @@ TEST_CASE_TEMPLATE("a version's parent must exist", Impl, Sqlite, Fake) {
   REQUIRE(child.ok());
   CHECK(*child == 2);
   CHECK(reg->GetVersion(2)->parent == 1);
+}
+
+TEST_CASE_TEMPLATE("explicit version ids: used as given, never twice; LatestVersionId follows", Impl, Sqlite, Fake) {
+  Impl impl;
+  ManualClock clock;
+  auto reg = impl.Open(&clock);
+  CHECK(*reg->LatestVersionId() == 0);
+  VersionRecord seven = Version("models/v000007.pt");
+  seven.id = 7;
+  auto id = reg->AddVersion(seven);
+  REQUIRE(id.ok());
+  CHECK(*id == 7);
+  CHECK(reg->GetVersion(7)->path == "models/v000007.pt");
+  CHECK(*reg->LatestVersionId() == 7);
+  CHECK(reg->AddVersion(seven).status().code() == StatusCode::kAlreadyExists);
+  seven.id = -1;
+  CHECK(reg->AddVersion(seven).status().code() == StatusCode::kInvalidArgument);
+  // An id of 0 takes the next one after the highest.
+  auto next = reg->AddVersion(Version("auto"));
+  REQUIRE(next.ok());
+  CHECK(*next == 8);
+  CHECK(*reg->LatestVersionId() == 8);
+  CHECK(reg->ListVersions()->size() == 2);
 }
 
 TEST_CASE_TEMPLATE("Activate keeps exactly one active version", Impl, Sqlite, Fake) {

@@ -54,11 +54,23 @@ Result<int64_t> FakeRegistry::AddVersion(const VersionRecord& record) {
     return Status::FailedPrecondition("add version: FOREIGN KEY constraint failed (parent " +
                                       std::to_string(*record.parent) + " does not exist)");
   }
+  if (record.id < 0) return Status::InvalidArgument("version id must be >= 0, got " + std::to_string(record.id));
+  if (record.id > 0 && versions_.contains(record.id)) {
+    return Status::AlreadyExists("version " + std::to_string(record.id) + " already exists");
+  }
   VersionRecord stored = record;
-  stored.id = next_version_id_++;
+  // Like AUTOINCREMENT: an explicit id moves the sequence past it.
+  if (stored.id == 0) stored.id = next_version_id_;
+  next_version_id_ = std::max(next_version_id_, stored.id + 1);
   if (stored.created_us == 0) stored.created_us = clock_->NowMicros();
-  versions_.emplace(stored.id, std::move(stored));
-  return next_version_id_ - 1;
+  const int64_t id = stored.id;
+  versions_.emplace(id, std::move(stored));
+  return id;
+}
+
+Result<int64_t> FakeRegistry::LatestVersionId() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return versions_.empty() ? 0 : versions_.rbegin()->first;
 }
 
 Result<VersionRecord> FakeRegistry::GetVersion(int64_t id) {

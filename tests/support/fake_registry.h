@@ -42,6 +42,7 @@ class FakeRegistry final : public storage::Registry {
   int SchemaVersion() override { return kSchemaVersion; }
 
   Result<int64_t> AddVersion(const storage::VersionRecord& record) override;
+  Result<int64_t> LatestVersionId() override;
   Result<storage::VersionRecord> GetVersion(int64_t id) override;
   Result<std::vector<storage::VersionRecord>> ListVersions() override;
   Status SetVersionStatus(int64_t id, storage::VersionStatus status,
