@@ -28,7 +28,8 @@ enum class StatusCode {
   kUnauthenticated,     // (HTTP 401)
   kCorruption,          // stored data is unreadable
   kIoError,             // the OS or a library failed to read/write
-  kAborted,             // stopped on purpose (shutdown, NaN loss)
+  kAborted,             // given up on purpose (a diverging NaN loss)
+  kCancelled,           // stopped because the caller asked (Stop(), a cancel flag, shutdown)
   kInternal,            // a bug or an unexpected library error
 };
 
@@ -56,6 +57,7 @@ class [[nodiscard]] Status {
   static Status Corruption(std::string m) { return {StatusCode::kCorruption, std::move(m)}; }
   static Status IoError(std::string m) { return {StatusCode::kIoError, std::move(m)}; }
   static Status Aborted(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
+  static Status Cancelled(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
   static Status Internal(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
 
   bool ok() const { return code_ == StatusCode::kOk; }

@@ -41,10 +41,10 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/heartbeat.h"
 #include "common/status.h"
 #include "daemon/metrics.h"
 #include "daemon/model_manager.h"
-#include "daemon/sd_notify.h"
 
 namespace distilld::daemon {
 

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/heartbeat.h"
 #include "common/status.h"
 #include "config/config.h"
 #include "daemon/auth.h"
@@ -39,7 +40,6 @@
 #include "daemon/metrics.h"
 #include "daemon/model_manager.h"
 #include "daemon/router.h"
-#include "daemon/sd_notify.h"
 #include "daemon/version_activator.h"
 #include "learner/distiller.h"
 #include "replaybuffer/replay_buffer.h"

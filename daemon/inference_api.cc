@@ -179,6 +179,7 @@ HttpStatus HttpStatusFor(const Status& status) {
     case StatusCode::kAlreadyExists:
     case StatusCode::kFailedPrecondition: return HttpStatus::conflict;
     case StatusCode::kUnavailable:
+    case StatusCode::kCancelled:  // shutting down
     case StatusCode::kResourceExhausted: return HttpStatus::service_unavailable;
     case StatusCode::kUnauthenticated: return HttpStatus::unauthorized;
     default: return HttpStatus::internal_server_error;

@@ -365,7 +365,7 @@ class DistillerImpl final : public IncrementalDistiller {
     return stop_;
   }
 
-  // See DistillerOptions::inference_busy. Aborted("stopped") if Stop() is
+  // See DistillerOptions::inference_busy. Cancelled("stopped") if Stop() is
   // called while waiting.
   Status YieldToInference() {
     if (!o_.inference_busy || o_.learner.max_yield_s <= 0) return Status::Ok();
@@ -375,7 +375,7 @@ class DistillerImpl final : public IncrementalDistiller {
       {
         std::unique_lock<std::mutex> lock(mu_);
         if (cv_.wait_for(lock, std::chrono::milliseconds(10), [this] { return stop_; })) {
-          return Status::Aborted("stopped");
+          return Status::Cancelled("stopped");
         }
       }
       yielded_us_ +=
@@ -445,7 +445,8 @@ class DistillerImpl final : public IncrementalDistiller {
       st = Status::Internal(std::string("round: ") + e.what());
     }
     if (!st.ok()) {
-      rs.record.outcome = st.code() == StatusCode::kAborted ? "aborted" : "failed";
+      rs.record.outcome =
+          st.code() == StatusCode::kAborted || st.code() == StatusCode::kCancelled ? "aborted" : "failed";
       rs.record.reason = st.message();
       LOG(kWarning) << "learner: round " << round_id << " " << rs.record.outcome << ": " << st.message();
       (void)o_.registry->LogEvent(rs.record.outcome == "aborted" ? "round_aborted" : "error",
@@ -494,7 +495,7 @@ class DistillerImpl final : public IncrementalDistiller {
     const size_t chunk = static_cast<size_t>(std::max<int64_t>(1, o_.teacher_batch_size));
     for (size_t i = 0; i < missing.size(); i += chunk) {
       Beat();
-      if (StopRequested()) return Status::Aborted("stopped");
+      if (StopRequested()) return Status::Cancelled("stopped");
       RETURN_IF_ERROR(YieldToInference());
       std::vector<storage::Sample> part;
       for (size_t j = i; j < std::min(missing.size(), i + chunk); ++j) part.push_back(*missing[j]);
@@ -551,7 +552,7 @@ class DistillerImpl final : public IncrementalDistiller {
         RETURN_IF_ERROR(o_.store->Apply(m).WithContext("storing teacher logits"));
       }
     }
-    if (StopRequested()) return Status::Aborted("stopped");
+    if (StopRequested()) return Status::Cancelled("stopped");
 
     // 3. Held-out share. Samples already split by an earlier, interrupted
     // round (id <= split_upto) are not split again.
@@ -586,7 +587,7 @@ class DistillerImpl final : public IncrementalDistiller {
       ASSIGN_OR_RETURN(std::vector<storage::Sample> kept, o_.holdout->Split(std::move(copy), also));
       for (auto& s : kept) rs->train_new.push_back(std::move(s));
     }
-    if (StopRequested()) return Status::Aborted("stopped");
+    if (StopRequested()) return Status::Cancelled("stopped");
 
     // 4. Replay mix.
     std::vector<storage::Sample> replay;
@@ -609,7 +610,7 @@ class DistillerImpl final : public IncrementalDistiller {
     // 5-7. Train, evaluate, gate, save, register, publish.
     if (!rs->train_new.empty()) {
       Status trained = TrainEvaluatePromote(rs, replay);
-      if (trained.code() == StatusCode::kAborted && trained.message() != "stopped") {
+      if (trained.code() == StatusCode::kAborted) {
         // A diverging loss: the active version stays, the samples are consumed.
         rs->record.outcome = "aborted";
         rs->record.reason = trained.message();
@@ -653,7 +654,7 @@ class DistillerImpl final : public IncrementalDistiller {
     for (const std::vector<storage::Sample>* part : {&fresh, &replay}) {
       for (size_t i = 0; i < part->size(); i += kChunk) {
         RETURN_IF_ERROR(YieldToInference());
-        if (StopRequested()) return Status::Aborted("stopped");
+        if (StopRequested()) return Status::Cancelled("stopped");
         ASSIGN_OR_RETURN(Batch b, SamplesToBatch(std::span<const storage::Sample>(part->data() + i,
                                                                                  std::min(kChunk, part->size() - i))));
         inputs.push_back(b.inputs);
@@ -690,7 +691,7 @@ class DistillerImpl final : public IncrementalDistiller {
       data.inputs.narrow(0, first, m).copy_(views);
       for (int64_t i = 0; i < m; i += chunk) {
         Beat();
-        if (StopRequested()) return Status::Aborted("stopped");
+        if (StopRequested()) return Status::Cancelled("stopped");
         RETURN_IF_ERROR(YieldToInference());
         const int64_t len = std::min(chunk, m - i);
         ASSIGN_OR_RETURN(torch::Tensor logits, ForwardInBatches(o_.teacher, views.narrow(0, i, len), chunk));
@@ -707,7 +708,7 @@ class DistillerImpl final : public IncrementalDistiller {
   // for inference.
   Result<Batch> NextMiniBatch(const Batch& data, std::vector<int64_t>& order, int64_t step, int64_t bs) {
     Beat();
-    if (StopRequested()) return Status::Aborted("stopped");
+    if (StopRequested()) return Status::Cancelled("stopped");
     RETURN_IF_ERROR(YieldToInference());
     const int64_t n = data.size();
     const int64_t pos = (step % ((n + bs - 1) / bs)) * bs;
@@ -949,7 +950,7 @@ class DistillerImpl final : public IncrementalDistiller {
       rs->record.loss_json = os.str();
     }
     candidate.eval();
-    if (StopRequested()) return Status::Aborted("stopped");
+    if (StopRequested()) return Status::Cancelled("stopped");
 
     // 6. Evaluate and gate.
     SetState("evaluating");
@@ -958,7 +959,7 @@ class DistillerImpl final : public IncrementalDistiller {
     const std::string reason = gate.decision.reason;
     const std::string& eval_json = gate.json;
     rs->record.eval_json = eval_json;
-    if (StopRequested()) return Status::Aborted("stopped");
+    if (StopRequested()) return Status::Cancelled("stopped");
 
     // 7. Save and register. No stop checks from here to the registry write,
     // so a stop never leaves a saved file without its record.

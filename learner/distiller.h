@@ -112,7 +112,7 @@ struct DistillerOptions {
   std::function<void(const storage::RoundRecord&)> on_round_end;
   // Called on the learner thread at every poll (poll_interval_ms while idle),
   // every training step and every teacher chunk: a liveness signal for the
-  // systemd watchdog (daemon::Heartbeat::Beat). Must be fast. Optional.
+  // systemd watchdog (Heartbeat::Beat, common/heartbeat.h). Must be fast. Optional.
   std::function<void()> on_heartbeat;
   // Active version at start; the thread re-reads the registry before every
   // round, so an activation made elsewhere (rollback) is picked up.

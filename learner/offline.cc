@@ -66,7 +66,7 @@ Status RunEpochs(torch::jit::Module& student, torch::optim::Optimizer& opt, cons
   for (int e = 0; e < epochs; ++e) {
     std::shuffle(order.begin(), order.end(), rng);
     for (int64_t pos = 0; pos < n; pos += bs) {
-      if (cancel != nullptr && cancel->load()) return Status::Aborted("cancelled");
+      if (cancel != nullptr && cancel->load()) return Status::Cancelled("cancelled");
       torch::Tensor idx = torch::from_blob(order.data() + pos, {std::min(bs, n - pos)}, torch::kInt64);
       Batch b;
       b.inputs = data.inputs.index_select(0, idx);

@@ -13,7 +13,7 @@
 // LibTorch thread count (at::set_num_threads(threads)). They own nothing
 // after returning. `progress` is called from that thread, about every 1% of
 // a stage; `cancel` (optional) is polled between steps and makes the call
-// return Aborted without writing the output file.
+// return Cancelled without writing the output file.
 //
 // Example (what daemon/main.cc does):
 //   TrainTeacherOptions t;  t.output_path = "state/teacher.pt";

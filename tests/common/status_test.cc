@@ -28,6 +28,9 @@ TEST_CASE("Status carries code and message") {
   CHECK(nf.code() == StatusCode::kNotFound);
   CHECK(nf.ToString() == "NotFound: version 7");
   CHECK(nf.WithContext("activate").message() == "activate: version 7");
+  // A stop someone asked for is not a failure of its own (a NaN abort is).
+  CHECK(Status::Cancelled("stopped").ToString() == "Cancelled: stopped");
+  CHECK(Status::Cancelled("x").code() != Status::Aborted("x").code());
 }
 
 TEST_CASE("Result and ASSIGN_OR_RETURN propagate errors") {

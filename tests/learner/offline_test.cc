@@ -106,7 +106,7 @@ TEST_CASE("cancel and bad inputs write nothing") {
   t.output_path = dir.str("teacher.pt");
   t.arch = {"mlp", {1, 8, 8}, 3, {8}, {}};
   t.cancel = &cancel;
-  CHECK(TrainTeacher(t).status().code() == StatusCode::kAborted);
+  CHECK(TrainTeacher(t).status().code() == StatusCode::kCancelled);
   CHECK_FALSE(std::filesystem::exists(t.output_path));
   t.data_dir = dir.str("nowhere");
   t.cancel = nullptr;
