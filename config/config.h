@@ -61,7 +61,7 @@ struct BatchingConfig {
   int queue_capacity = 4096;         // samples queued; 503 beyond
   // Threads running forward passes. 0 (the default): none; each I/O loop
   // batches what one pass over its sockets delivered and runs the forward
-  // pass itself, saving two thread hand-offs per request (daemon/batcher.h).
+  // pass itself, saving two thread hand-offs per request (daemon/serving/batcher.h).
   // Use >= 1 for models whose forward pass is long enough (milliseconds)
   // that holding an I/O loop for it would delay other connections; then
   // max_queue_delay_us and early_dispatch apply.
@@ -69,7 +69,7 @@ struct BatchingConfig {
   int intra_op_threads = 1;          // LibTorch threads per thread running forward passes
   // An idle inference thread runs the batch as soon as the queue holds as
   // many requests as were recently outstanding, instead of always waiting
-  // out max_queue_delay_us (see daemon/batcher.h). Turn off only to force
+  // out max_queue_delay_us (see daemon/serving/batcher.h). Turn off only to force
   // full batches or the full delay (e.g. to study batching).
   bool early_dispatch = true;
 };

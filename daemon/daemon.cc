@@ -5,8 +5,8 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "daemon/dashboard.h"
-#include "daemon/inference_api.h"
+#include "daemon/api/dashboard.h"
+#include "daemon/serving/inference_api.h"
 #include "daemon/version.h"
 #include "learner/model_builder.h"
 #include "learner/model_io.h"

@@ -11,7 +11,7 @@
 
 #include "common/log.h"
 #include "config/config.h"
-#include "daemon/demo.h"
+#include "daemon/demo/demo.h"
 #include "daemon/serve.h"
 #include "daemon/version.h"
 #include "learner/compress_pipeline.h"

@@ -18,7 +18,7 @@
 #include <sstream>
 
 #include "daemon/daemon.h"
-#include "daemon/listen_fds.h"
+#include "daemon/http/listen_fds.h"
 #include "daemon/sd_notify.h"
 #include "learner/version_store.h"
 // c10 (glog) defines LOG too; ours wins in this file.

@@ -22,8 +22,8 @@
 
 #include "config/config.h"
 #include "daemon/daemon.h"
-#include "daemon/http_client.h"
-#include "daemon/kserve_client.h"
+#include "daemon/demo/http_client.h"
+#include "daemon/demo/kserve_client.h"
 #include "learner/idx_dataset.h"
 #include "learner/offline.h"
 #include "storage/sample_store.h"

@@ -8,7 +8,7 @@
 #include <mutex>
 #include <thread>
 
-#include "daemon/batcher.h"
+#include "daemon/serving/batcher.h"
 #include "tests/daemon/test_models.h"
 #include "tests/support/temp_dir.h"
 

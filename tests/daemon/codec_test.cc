@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "daemon/kserve_codec.h"
+#include "daemon/serving/kserve_codec.h"
 
 using distilld::StatusCode;
 using namespace distilld::daemon;

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <string>
 
-#include "daemon/metrics.h"
+#include "daemon/http/metrics.h"
 #include "tests/support/temp_dir.h"
 
 using namespace distilld::daemon;

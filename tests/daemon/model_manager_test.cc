@@ -11,7 +11,7 @@
 #include <fstream>
 #include <thread>
 
-#include "daemon/model_manager.h"
+#include "daemon/serving/model_manager.h"
 #include "tests/daemon/test_models.h"
 #include "tests/support/temp_dir.h"
 

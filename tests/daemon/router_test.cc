@@ -1,6 +1,6 @@
 #include <doctest/doctest.h>
 
-#include "daemon/router.h"
+#include "daemon/http/router.h"
 
 using namespace distilld::daemon;
 

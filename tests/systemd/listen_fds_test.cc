@@ -1,6 +1,6 @@
 // Socket activation with real listening sockets passed as fds 3.. the way
 // systemd passes them.
-#include "daemon/listen_fds.h"
+#include "daemon/http/listen_fds.h"
 
 #include <doctest/doctest.h>
 #include <fcntl.h>

@@ -1,0 +1,48 @@
+// Router: maps (method, path) to a handler, with {name} path parameters.
+//
+// Patterns are split on '/'; a segment "{x}" matches any one non-empty
+// segment and is captured as x. Literal segments win over parameters when
+// both match (so /v2/models/{name}/ready and /v2/models/{name}/infer never
+// collide). Each route carries an endpoint label for metrics and logs.
+//
+// Thread-safety: Add() before the server starts (or under external
+// synchronisation); Match() is const and may be called concurrently.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "daemon/http/types.h"
+
+namespace distilld::daemon {
+
+class Router {
+ public:
+  struct Match {
+    enum class Kind { kFound, kNotFound, kMethodNotAllowed };
+    Kind kind = Kind::kNotFound;
+    const Handler* handler = nullptr;  // set when kFound; owned by the router
+    std::string endpoint;              // route label; "unknown" when not found
+    RouteParams params;
+    std::string allow;                 // methods for 405, e.g. "GET, POST"
+  };
+
+  // `endpoint` is a short stable label such as "infer" or "health_ready".
+  void Add(HttpVerb method, std::string_view pattern, std::string endpoint, Handler handler);
+
+  // `target` may carry a query string, which is ignored.
+  Match Find(HttpVerb method, std::string_view target) const;
+
+ private:
+  struct Route {
+    HttpVerb method;
+    std::vector<std::string> segments;
+    std::string endpoint;
+    Handler handler;
+    int literal_count = 0;
+  };
+  std::vector<Route> routes_;
+};
+
+}  // namespace distilld::daemon

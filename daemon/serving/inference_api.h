@@ -1,0 +1,48 @@
+// The KServe v2 REST endpoints (health, metadata, infer) registered on a
+// Router. Handlers never block: infer decodes on the I/O thread, hands the
+// samples to the Batcher and answers from the inference thread's callback.
+//
+// Thread-safety: handlers run concurrently on I/O threads. The API does not
+// own the Batcher or the ModelManager, which must outlive the server.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <vector>
+#include <string>
+
+#include "common/status.h"
+#include "daemon/serving/batcher.h"
+#include "daemon/http/types.h"
+#include "daemon/serving/kserve_codec.h"
+#include "daemon/serving/model_manager.h"
+#include "daemon/http/router.h"
+
+namespace distilld::daemon {
+
+struct InferenceApiOptions {
+  ModelSignature model;
+  std::string server_name = "distilld";
+  std::string server_version;  // default: the project version
+  std::string precision = "float";  // reported in model metadata ("float" or "int8")
+  // Required; not owned.
+  Batcher* batcher = nullptr;
+  ModelManager* models = nullptr;
+  // Extra readiness condition (e.g. false while draining). Default: always.
+  std::function<bool()> serving;
+  // Optional: returns false to answer 401 (server.auth_inference).
+  std::function<bool(const HttpRequest&)> authorize;
+  // Optional: sees every valid infer request before it is queued (traffic
+  // capture). Runs on the I/O thread: it must not block.
+  std::function<void(const std::optional<std::string>& id, const std::vector<float>& input, int64_t batch)>
+      on_request;
+};
+
+// HTTP status for a Status code (OK -> 200, InvalidArgument -> 400, ...).
+HttpStatus HttpStatusFor(const Status& status);
+
+// Adds GET /v2, /v2/health/{live,ready}, /v2/models/{name}[/versions/{v}],
+// .../ready and POST .../infer to `router`. The options are copied.
+void RegisterInferenceApi(const InferenceApiOptions& options, Router* router);
+
+}  // namespace distilld::daemon
