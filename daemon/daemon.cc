@@ -242,13 +242,8 @@ void Daemon::RegisterRoutes() {
   api.batcher = batcher_.get();
   api.models = models_.get();
   api.serving = [this] { return !draining_.load(); };
-  if (c.server.auth_inference && auth_->enabled()) {
-    const Authorizer* auth = auth_.get();
-    api.authorize = [auth](const HttpRequest& req) {
-      auto h = req[boost::beast::http::field::authorization];
-      return auth->Allows(std::string_view(h.data(), h.size()));
-    };
-  }
+  if (c.server.auth_inference) api.infer_access = Access::kToken;
+  router_.set_authorizer(auth_.get());
 
   LearningApiOptions& l = learning_api_;
   l.model = api.model;
@@ -260,7 +255,6 @@ void Daemon::RegisterRoutes() {
   l.activator = activator_.get();
   l.executor = executor_.get();
   l.capture = capture_.get();
-  l.auth = auth_.get();
   l.metrics = metrics_.get();
   l.clock = options_.clock;
   ModelManager* models = models_.get();

@@ -4,7 +4,8 @@
 //
 // Handlers that touch disk (a durable RocksDB write, SQLite, a model load)
 // run on the BlockingExecutor, never on an I/O thread; an executor that is
-// full answers 503. Every POST needs the bearer token when auth is on.
+// full answers 503. Every POST needs the bearer token when auth is on: the
+// routes are registered with Access::kToken and the router checks it.
 //
 // Thread-safety: handlers run concurrently. Nothing here is owned: every
 // pointer in the options must outlive the server.
@@ -14,7 +15,6 @@
 #include <string>
 
 #include "common/clock.h"
-#include "daemon/http/auth.h"
 #include "daemon/http/blocking_executor.h"
 #include "daemon/serving/capture.h"
 #include "daemon/serving/kserve_codec.h"
@@ -47,7 +47,6 @@ struct LearningApiOptions {
   VersionActivator* activator = nullptr;          // required
   BlockingExecutor* executor = nullptr;           // required
   CaptureIndex* capture = nullptr;                // required
-  const Authorizer* auth = nullptr;               // required
   MetricsRegistry* metrics = nullptr;             // optional
   Clock* clock = nullptr;                         // default Clock::Real()
   std::function<int64_t()> active_version;        // served version, for /v1/stats

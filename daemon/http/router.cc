@@ -43,8 +43,9 @@ HttpResponse MakeError(HttpStatus status, std::string_view message) {
   return MakeResponse(status, std::move(body));
 }
 
-void Router::Add(HttpVerb method, std::string_view pattern, std::string endpoint, Handler handler) {
-  Route r{method, {}, std::move(endpoint), std::move(handler), 0};
+void Router::Add(HttpVerb method, std::string_view pattern, std::string endpoint, Handler handler,
+                 Access access) {
+  Route r{method, {}, std::move(endpoint), std::move(handler), access, 0};
   for (auto seg : Split(pattern)) {
     r.segments.emplace_back(seg);
     if (!IsParam(r.segments.back())) ++r.literal_count;
@@ -89,6 +90,7 @@ Router::Match Router::Find(HttpVerb method, std::string_view target) const {
   out.kind = Match::Kind::kFound;
   out.handler = &best->handler;
   out.endpoint = best->endpoint;
+  out.access = best->access;
   for (size_t i = 0; i < segs.size(); ++i) {
     if (IsParam(best->segments[i])) {
       const std::string& s = best->segments[i];
@@ -96,6 +98,11 @@ Router::Match Router::Find(HttpVerb method, std::string_view target) const {
     }
   }
   return out;
+}
+
+bool Router::Authorized(const Match& match, std::string_view authorization_header) const {
+  if (match.access == Access::kOpen || authorizer_ == nullptr) return true;
+  return authorizer_->Allows(authorization_header);
 }
 
 }  // namespace distilld::daemon

@@ -3,7 +3,9 @@
 // Patterns are split on '/'; a segment "{x}" matches any one non-empty
 // segment and is captured as x. Literal segments win over parameters when
 // both match (so /v2/models/{name}/ready and /v2/models/{name}/infer never
-// collide). Each route carries an endpoint label for metrics and logs.
+// collide). Each route carries an endpoint label for metrics and logs, and
+// its access: open, or the bearer token (the one auth mechanism; the session
+// answers 401 before the handler runs when Authorized() says no).
 //
 // Thread-safety: Add() before the server starts (or under external
 // synchronisation); Match() is const and may be called concurrently.
@@ -13,9 +15,15 @@
 #include <string_view>
 #include <vector>
 
+#include "daemon/http/auth.h"
 #include "daemon/http/types.h"
 
 namespace distilld::daemon {
+
+enum class Access {
+  kOpen,   // anyone who can reach the port
+  kToken,  // the bearer token, when auth is on (server.auth_token_file)
+};
 
 class Router {
  public:
@@ -26,10 +34,17 @@ class Router {
     std::string endpoint;              // route label; "unknown" when not found
     RouteParams params;
     std::string allow;                 // methods for 405, e.g. "GET, POST"
+    Access access = Access::kOpen;     // the matched route's
   };
 
   // `endpoint` is a short stable label such as "infer" or "health_ready".
-  void Add(HttpVerb method, std::string_view pattern, std::string endpoint, Handler handler);
+  void Add(HttpVerb method, std::string_view pattern, std::string endpoint, Handler handler,
+           Access access = Access::kOpen);
+  // The token kToken routes need; not owned, must outlive the router. Null
+  // (the default) or an authorizer without a token lets every request in.
+  void set_authorizer(const Authorizer* authorizer) { authorizer_ = authorizer; }
+  // True if `match` may run for a request with this Authorization header.
+  bool Authorized(const Match& match, std::string_view authorization_header) const;
 
   // `target` may carry a query string, which is ignored.
   Match Find(HttpVerb method, std::string_view target) const;
@@ -40,9 +55,11 @@ class Router {
     std::vector<std::string> segments;
     std::string endpoint;
     Handler handler;
+    Access access;
     int literal_count = 0;
   };
   std::vector<Route> routes_;
+  const Authorizer* authorizer_ = nullptr;
 };
 
 }  // namespace distilld::daemon

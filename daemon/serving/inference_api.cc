@@ -36,8 +36,9 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
     r->Add(HttpVerb::get, "/v2/models/{name}/ready", "model_ready", bind(&InferenceApi::ModelReady));
     r->Add(HttpVerb::get, "/v2/models/{name}/versions/{version}/ready", "model_ready",
            bind(&InferenceApi::ModelReady));
-    r->Add(HttpVerb::post, "/v2/models/{name}/infer", "infer", bind(&InferenceApi::Infer));
-    r->Add(HttpVerb::post, "/v2/models/{name}/versions/{version}/infer", "infer", bind(&InferenceApi::Infer));
+    r->Add(HttpVerb::post, "/v2/models/{name}/infer", "infer", bind(&InferenceApi::Infer), o_.infer_access);
+    r->Add(HttpVerb::post, "/v2/models/{name}/versions/{version}/infer", "infer", bind(&InferenceApi::Infer),
+           o_.infer_access);
   }
 
  private:
@@ -126,12 +127,6 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
     if (!m) return;
     if (o_.serving && !o_.serving()) {
       respond(MakeError(HttpStatus::service_unavailable, "server is not serving (shutting down)"));
-      return;
-    }
-    if (o_.authorize && !o_.authorize(req)) {
-      HttpResponse res = MakeError(HttpStatus::unauthorized, "missing or wrong bearer token (Authorization header)");
-      res.set(boost::beast::http::field::www_authenticate, "Bearer");
-      respond(std::move(res));
       return;
     }
     std::optional<std::string_view> header_length;

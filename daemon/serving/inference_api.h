@@ -30,8 +30,9 @@ struct InferenceApiOptions {
   ModelManager* models = nullptr;
   // Extra readiness condition (e.g. false while draining). Default: always.
   std::function<bool()> serving;
-  // Optional: returns false to answer 401 (server.auth_inference).
-  std::function<bool(const HttpRequest&)> authorize;
+  // Access of the infer routes: kToken with server.auth_inference (the
+  // router checks the token before the handler runs).
+  Access infer_access = Access::kOpen;
   // Optional: sees every valid infer request before it is queued (traffic
   // capture). Runs on the I/O thread: it must not block.
   std::function<void(const std::optional<std::string>& id, const std::vector<float>& input, int64_t batch)>

@@ -2,6 +2,12 @@
 
 #include "daemon/http/router.h"
 
+#include <sys/stat.h>
+
+#include <fstream>
+
+#include "tests/support/temp_dir.h"
+
 using namespace distilld::daemon;
 
 namespace {
@@ -54,4 +60,28 @@ TEST_CASE("router: MakeError escapes the message into valid JSON") {
   CHECK(res.result_int() == 400);
   CHECK(res.body() == R"({"error":"bad \"x\"\n\\"})");
   CHECK(res[boost::beast::http::field::content_type] == "application/json");
+}
+
+TEST_CASE("router: a route's access flag is the one auth check; open routes need nothing") {
+  distilld::testing::TempDir dir;
+  const std::string token_file = dir.str("token");
+  std::ofstream(token_file) << "s3cret\n";
+  REQUIRE(::chmod(token_file.c_str(), 0600) == 0);
+  auto auth = Authorizer::FromTokenFile(token_file);
+  REQUIRE(auth.ok());
+  Router r;
+  Handler h = [](const HttpRequest&, const RouteParams&, Responder) {};
+  r.Add(HttpVerb::post, "/v1/samples", "samples", h, Access::kToken);
+  r.Add(HttpVerb::get, "/v1/stats", "stats", h);
+  Router::Match write = r.Find(HttpVerb::post, "/v1/samples");
+  Router::Match read = r.Find(HttpVerb::get, "/v1/stats");
+  CHECK(write.access == Access::kToken);
+  CHECK(read.access == Access::kOpen);
+  // No authorizer yet: nothing to check against.
+  CHECK(r.Authorized(write, ""));
+  r.set_authorizer(auth->get());
+  CHECK_FALSE(r.Authorized(write, ""));
+  CHECK_FALSE(r.Authorized(write, "Bearer wrong"));
+  CHECK(r.Authorized(write, "Bearer s3cret"));
+  CHECK(r.Authorized(read, ""));
 }
