@@ -4,7 +4,6 @@
 #include <sqlite3.h>
 
 #include <fstream>
-#include <thread>
 
 #include "tests/support/temp_dir.h"
 
@@ -47,14 +46,6 @@ VersionRecord Version(const std::string& path) {
   v.sha256 = std::string(64, 'a');
   v.size_bytes = 1234;
   return v;
-}
-
-int CountActive(Registry& reg) {
-  int n = 0;
-  auto versions = reg.ListVersions();  // named: a temporary would die before the loop
-  REQUIRE(versions.ok());
-  for (auto& v : *versions) n += v.status == VersionStatus::kActive;
-  return n;
 }
 
 TEST_CASE("migrates from an empty database, in WAL mode") {
@@ -109,150 +100,6 @@ TEST_CASE("migrates forward from schema 1 and refuses a newer schema") {
   auto r = Registry::Open(o);
   CHECK(r.status().code() == StatusCode::kFailedPrecondition);
   CHECK(Registry::Open(RegistryOptions{}).status().code() == StatusCode::kInvalidArgument);
-}
-
-TEST_CASE("versions: add, get, list, status, metrics") {
-  testing::TempDir dir;
-  ManualClock clock(5'000'000);
-  auto reg = OpenRegistry(dir.str("r.sqlite"), &clock);
-  VersionRecord v = Version("models/v000001.pt");
-  v.metrics_json = R"({"accuracy": 0.8})";
-  v.note = "it's \"quoted\"; DROP TABLE versions; --";  // bound, never spliced
-  auto id1 = reg->AddVersion(v);
-  REQUIRE(id1.ok());
-  CHECK(*id1 == 1);
-  VersionRecord v2 = Version("models/v000002.pt");
-  v2.parent = 1;
-  v2.round_id = 7;
-  v2.created_us = 42;
-  auto id2 = reg->AddVersion(v2);
-  REQUIRE(id2.ok());
-  CHECK(*id2 == 2);
-
-  VersionRecord got = *reg->GetVersion(1);
-  CHECK(got.path == v.path);
-  CHECK(got.sha256 == v.sha256);
-  CHECK(got.size_bytes == 1234);
-  CHECK(got.created_us == 5'000'000);  // from the clock
-  CHECK(got.status == VersionStatus::kCandidate);
-  CHECK(got.metrics_json == v.metrics_json);
-  CHECK(got.note == v.note);
-  CHECK(!got.parent.has_value());
-  got = *reg->GetVersion(2);
-  CHECK(got.parent == 1);
-  CHECK(got.round_id == 7);
-  CHECK(got.created_us == 42);
-  CHECK(reg->ListVersions()->size() == 2);
-  CHECK(reg->GetVersion(3).status().code() == StatusCode::kNotFound);
-
-  VersionRecord active = Version("x");
-  active.status = VersionStatus::kActive;
-  CHECK(reg->AddVersion(active).status().code() == StatusCode::kInvalidArgument);
-
-  REQUIRE(reg->SetVersionStatus(2, VersionStatus::kRejected, "worse by 2%").ok());
-  CHECK(reg->GetVersion(2)->status == VersionStatus::kRejected);
-  CHECK(reg->GetVersion(2)->note == "worse by 2%");
-  CHECK(reg->SetVersionStatus(1, VersionStatus::kActive, "").code() == StatusCode::kInvalidArgument);
-  REQUIRE(reg->SetVersionMetrics(1, R"({"accuracy": 0.9})").ok());
-  CHECK(reg->GetVersion(1)->metrics_json == R"({"accuracy": 0.9})");
-  CHECK(reg->SetVersionMetrics(9, "{}").code() == StatusCode::kNotFound);
-
-  CHECK(*ParseVersionStatus("retired") == VersionStatus::kRetired);
-  CHECK(VersionStatusName(VersionStatus::kRejected) == "rejected");
-  CHECK(!ParseVersionStatus("bogus").ok());
-}
-
-TEST_CASE("Activate keeps exactly one active version") {
-  testing::TempDir dir;
-  const std::string path = dir.str("r.sqlite");
-  ManualClock clock;
-  auto reg = OpenRegistry(path, &clock);
-  for (int i = 1; i <= 3; ++i) REQUIRE(reg->AddVersion(Version("v" + std::to_string(i))).ok());
-  REQUIRE(reg->Activate(1).ok());
-  CHECK((*reg->ActiveVersion())->id == 1);
-  CHECK(CountActive(*reg) == 1);
-  REQUIRE(reg->Activate(2).ok());
-  CHECK((*reg->ActiveVersion())->id == 2);
-  CHECK(reg->GetVersion(1)->status == VersionStatus::kRetired);
-  CHECK(CountActive(*reg) == 1);
-  REQUIRE(reg->Activate(2).ok());  // idempotent
-  CHECK(CountActive(*reg) == 1);
-
-  // The active version cannot be retired directly (that would leave none).
-  CHECK(reg->SetVersionStatus(2, VersionStatus::kRetired, "").code() ==
-        StatusCode::kFailedPrecondition);
-  // Failures leave the active version unchanged.
-  CHECK(reg->Activate(99).code() == StatusCode::kNotFound);
-  REQUIRE(reg->SetVersionStatus(3, VersionStatus::kRejected, "bad").ok());
-  CHECK(reg->Activate(3).code() == StatusCode::kFailedPrecondition);
-  CHECK((*reg->ActiveVersion())->id == 2);
-  REQUIRE(reg->Activate(3, /*allow_rejected=*/true).ok());
-  CHECK((*reg->ActiveVersion())->id == 3);
-  CHECK(CountActive(*reg) == 1);
-
-  // The schema itself refuses a second active row.
-  CHECK(RawExec(path, "UPDATE versions SET status = 'active' WHERE id = 1") != SQLITE_OK);
-
-  // Concurrent activations from several threads still leave exactly one.
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 4; ++t) {
-    threads.emplace_back([&, t] {
-      for (int k = 0; k < 20; ++k) CHECK(reg->Activate(1 + (t + k) % 2).ok());
-    });
-  }
-  for (auto& th : threads) th.join();
-  CHECK(CountActive(*reg) == 1);
-}
-
-TEST_CASE("rounds: begin, update, list, abort") {
-  testing::TempDir dir;
-  ManualClock clock(1'000);
-  auto reg = OpenRegistry(dir.str("r.sqlite"), &clock);
-  auto r1 = reg->BeginRound("count");
-  REQUIRE(r1.ok());
-  clock.Advance(500);
-  auto r2 = reg->BeginRound("api");
-  REQUIRE(r2.ok());
-  RoundRecord rec = *reg->GetRound(*r1);
-  CHECK(rec.started_us == 1'000);
-  CHECK(rec.trigger == "count");
-  CHECK(rec.outcome == "running");
-  CHECK(!rec.ended_us.has_value());
-
-  clock.Advance(500);
-  rec.samples_new = 512;
-  rec.samples_replay = 256;
-  rec.loss_json = R"({"first": 1.2, "last": 0.4})";
-  rec.eval_json = R"({"candidate": 0.81, "active": 0.8})";
-  rec.outcome = "promoted";
-  rec.reason = "better";
-  rec.candidate_version = 3;
-  REQUIRE(reg->UpdateRound(rec).ok());
-  RoundRecord got = *reg->GetRound(*r1);
-  CHECK(got.ended_us == 2'000);  // from the clock, because the round ended
-  CHECK(got.samples_new == 512);
-  CHECK(got.samples_replay == 256);
-  CHECK(got.loss_json == rec.loss_json);
-  CHECK(got.eval_json == rec.eval_json);
-  CHECK(got.outcome == "promoted");
-  CHECK(got.reason == "better");
-  CHECK(got.candidate_version == 3);
-
-  auto list = *reg->ListRounds(10);
-  REQUIRE(list.size() == 2);
-  CHECK(list[0].id == *r2);  // newest first
-  CHECK(reg->ListRounds(1)->size() == 1);
-
-  REQUIRE(reg->AbortRunningRounds("restart").ok());
-  got = *reg->GetRound(*r2);
-  CHECK(got.outcome == "aborted");
-  CHECK(got.reason == "restart");
-  CHECK(got.ended_us == 2'000);
-  CHECK(reg->GetRound(*r1)->outcome == "promoted");  // finished rounds untouched
-  CHECK(reg->GetRound(99).status().code() == StatusCode::kNotFound);
-  RoundRecord missing;
-  missing.id = 99;
-  CHECK(reg->UpdateRound(missing).code() == StatusCode::kNotFound);
 }
 
 TEST_CASE("events: newest first, limit, after_id; everything survives reopen") {
