@@ -244,8 +244,9 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
       res.set(http::field::allow, m.allow);
       return Write(std::move(res));
     }
-    auto authorization = req_[http::field::authorization];
-    if (!core_->router->Authorized(m, std::string_view(authorization.data(), authorization.size()))) {
+    if (m.access != Access::kOpen &&
+        !core_->router->Authorized(m, std::string_view(req_[http::field::authorization].data(),
+                                                       req_[http::field::authorization].size()))) {
       HttpResponse res = MakeError(HttpStatus::unauthorized, "missing or wrong bearer token (Authorization header)");
       res.set(http::field::www_authenticate, "Bearer");
       return Write(std::move(res));
