@@ -10,22 +10,12 @@
 #include <sstream>
 
 #include "tests/support/temp_dir.h"
+#include "tests/support/test_samples.h"
 
 namespace distilld::storage {
 namespace {
 
-Sample MakeSample(int64_t tag, int64_t time_us = 0) {
-  Sample s;
-  s.dtype = DType::kFloat32;
-  s.shape = {2, 3};
-  s.data.resize(24);
-  for (size_t i = 0; i < s.data.size(); ++i) s.data[i] = static_cast<char>(tag * 31 + i);
-  s.label = tag % 10;
-  s.teacher_logits = {static_cast<float>(tag), 0.5f};
-  s.ingest_time_us = time_us;
-  s.request_id = "req-" + std::to_string(tag);
-  return s;
-}
+using testing::MakeSample;
 
 std::unique_ptr<SampleStore> OpenStore(const std::string& path, Clock* clock = nullptr,
                                        bool sync = true) {
