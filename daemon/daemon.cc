@@ -8,8 +8,8 @@
 #include "daemon/api/dashboard.h"
 #include "daemon/serving/inference_api.h"
 #include "daemon/version.h"
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 // Last: replaces glog's LOG macro that LibTorch headers define.
 #include "common/log.h"
 

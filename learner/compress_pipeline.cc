@@ -2,10 +2,10 @@
 
 #include <sstream>
 
-#include "learner/compress_arch.h"
 #include "learner/evaluate.h"
 #include "learner/idx_dataset.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 #include "learner/prune.h"
 #include "learner/quantize.h"
 #include "learner/train_step.h"

@@ -26,11 +26,11 @@
 
 // c10 (glog) defines LOG too; ours wins in this file.
 #undef LOG
-#include "common/thread_priority.h"
 #include "common/log.h"
+#include "common/thread_priority.h"
 #include "learner/evaluate.h"
 #include "learner/label_space.h"
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 #include "learner/round_settings.h"
 #include "learner/train_step.h"
 

@@ -54,7 +54,7 @@
 #include "learner/augment.h"
 #include "learner/gate.h"
 #include "learner/kd_loss.h"
-#include "learner/model_builder.h"
+#include "learner/model/arch.h"
 #include "learner/publisher.h"
 #include "learner/recycle.h"
 #include "learner/version_store.h"

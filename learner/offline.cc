@@ -14,7 +14,7 @@
 
 #include "learner/evaluate.h"
 #include "learner/kd_loss.h"
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 #include "learner/train_step.h"
 
 namespace distilld::learner {

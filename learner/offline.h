@@ -32,7 +32,7 @@
 
 #include "common/status.h"
 #include "learner/idx_dataset.h"
-#include "learner/model_builder.h"
+#include "learner/model/arch.h"
 
 namespace distilld::learner {
 

@@ -8,9 +8,9 @@
 #include <cmath>
 #include <sstream>
 
-#include "learner/compress_arch.h"
 #include "learner/compress_train.h"
 #include "learner/evaluate.h"
+#include "learner/model/arch.h"
 #include "learner/train_step.h"
 
 namespace distilld::learner {
@@ -19,12 +19,13 @@ namespace {
 torch::Tensor Param(const torch::jit::Module& m, const std::string& name) {
   return m.attr(name).toTensor();
 }
-std::string Conv(size_t i, const char* what) { return "conv" + std::to_string(i) + "_" + what; }
-std::string Fc(size_t i, const char* what) { return "fc" + std::to_string(i) + "_" + what; }
+std::string Conv(size_t i, const char* what) { return ConvLayerName(i) + "_" + what; }
+std::string Fc(size_t i, const char* what) { return HiddenLayerName(i) + "_" + what; }
+std::string Out(const char* what) { return std::string(kOutputLayerName) + "_" + what; }
 
 // Activations each later layer reads, computed with the module's own
 // parameters: the same arithmetic as the TorchScript built by BuildModel
-// (model_builder.cc); prune_test checks the logits agree.
+// (learner/model/arch.cc); compress_prune_test checks the logits agree.
 struct Activations {
   std::vector<torch::Tensor> conv;    // after relu + max-pool, [N, C, h, w]
   std::vector<torch::Tensor> hidden;  // after relu, [N, H]
@@ -58,7 +59,7 @@ torch::Tensor OutgoingNorms(const torch::jit::Module& m, const ArchSpec& spec, b
     torch::Tensor w = Param(m, Fc(0, "weight"));
     return w.reshape({w.size(0), spec.channels[i], -1}).pow(2).sum(std::vector<int64_t>{0, 2}).sqrt();
   }
-  const std::string next = i + 1 < spec.hidden.size() ? Fc(i + 1, "weight") : std::string("out_weight");
+  const std::string next = i + 1 < spec.hidden.size() ? Fc(i + 1, "weight") : Out("weight");
   return Param(m, next).pow(2).sum(0).sqrt();
 }
 
@@ -195,8 +196,8 @@ Result<torch::jit::Module> PruneToWidths(const torch::jit::Module& model, const 
       set(Fc(i, "bias"), Param(model, Fc(i, "bias")).index_select(0, keep));
       prev = keep;
     }
-    set("out_weight", Param(model, "out_weight").index_select(1, prev));
-    set("out_bias", Param(model, "out_bias"));
+    set(Out("weight"), Param(model, Out("weight")).index_select(1, prev));
+    set(Out("bias"), Param(model, Out("bias")));
     out.eval();
     return out;
   } catch (const c10::Error& e) {

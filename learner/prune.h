@@ -38,7 +38,7 @@
 #include "common/status.h"
 #include "learner/idx_dataset.h"
 #include "learner/kd_loss.h"
-#include "learner/model_builder.h"
+#include "learner/model/arch.h"
 #include "learner/offline.h"
 
 namespace distilld::learner {

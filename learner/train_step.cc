@@ -15,8 +15,13 @@
 #include <optional>
 #include <utility>
 
+#include "learner/model/arch.h"
+
 namespace distilld::learner {
 namespace {
+
+const std::string kOutWeight = std::string(kOutputLayerName) + "_weight";
+const std::string kOutBias = std::string(kOutputLayerName) + "_bias";
 
 // Per-step constants of one Adam update, as float like ATen's kernels use them.
 struct AdamCoeffs {
@@ -138,7 +143,7 @@ std::vector<std::pair<torch::Tensor, torch::Tensor>> BuiltinMlpLayers(const torc
   const torch::jit::Value* h = f[1]->output();
   for (size_t i = 0; 2 + 4 * i < f.size(); ++i) {
     const torch::jit::Node* const* n = &f[2 + 4 * i];
-    const std::string w = "fc" + std::to_string(i) + "_weight", b = "fc" + std::to_string(i) + "_bias";
+    const std::string w = HiddenLayerName(i) + "_weight", b = HiddenLayerName(i) + "_bias";
     if (!IsSelfAttr(n[0], self, w) || !IsSelfAttr(n[1], self, b) || !IsOp(n[2], c10::aten::linear, 3) ||
         n[2]->input(0) != h || n[2]->input(1) != n[0]->output() || n[2]->input(2) != n[1]->output() ||
         !IsOp(n[3], c10::aten::relu, 1) || n[3]->input(0) != n[2]->output()) {
@@ -154,12 +159,12 @@ std::vector<std::pair<torch::Tensor, torch::Tensor>> BuiltinMlpLayers(const torc
   self = g->inputs()[0];
   if (o[0]->kind() != c10::prim::CallMethod || o[0]->s(c10::attr::name) != "features" || o[0]->inputs().size() != 2 ||
       o[0]->input(0) != self || o[0]->input(1) != g->inputs()[1] || o[0]->outputs().size() != 1 ||
-      !IsSelfAttr(o[1], self, "out_weight") || !IsSelfAttr(o[2], self, "out_bias") ||
+      !IsSelfAttr(o[1], self, kOutWeight) || !IsSelfAttr(o[2], self, kOutBias) ||
       !IsOp(o[3], c10::aten::linear, 3) || o[3]->input(0) != o[0]->output() || o[3]->input(1) != o[1]->output() ||
       o[3]->input(2) != o[2]->output() || g->outputs()[0] != o[3]->output()) {
     return none;
   }
-  layers.emplace_back(m.attr("out_weight").toTensor(), m.attr("out_bias").toTensor());
+  layers.emplace_back(m.attr(kOutWeight).toTensor(), m.attr(kOutBias).toTensor());
   return layers;
 }
 

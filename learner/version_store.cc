@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 
 namespace distilld::learner {
 

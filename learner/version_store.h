@@ -22,7 +22,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "learner/model_builder.h"
+#include "learner/model/arch.h"
 #include "storage/registry.h"
 
 namespace distilld::learner {

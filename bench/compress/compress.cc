@@ -9,7 +9,7 @@
 //   pruned / pruned frozen  PruneWithRecovery (gradual, KD recovery from the
 //                         teacher), served both ways
 //   int8                  QuantizeDynamicInt8 of the float student with the
-//                         native kernels (learner/int8_kernels.h)
+//                         native kernels (learner/model/int8_kernels.h)
 //   pruned+int8           the pruned student after QAT fine-tuning, then native int8
 //   pruned+int8 noQAT     the pruned student converted without QAT
 //   int8 qnnpack / pruned+int8 qnnpack  the same with kernels = "qnnpack"
@@ -35,13 +35,13 @@
 #include <sstream>
 #include <vector>
 
-#include "learner/compress_arch.h"
 #include "learner/evaluate.h"
 #include "learner/idx_dataset.h"
-#include "learner/int8_kernels.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/int8_kernels.h"
+#include "learner/model/model_io.h"
+#include "learner/model/optimize.h"
 #include "learner/offline.h"
-#include "learner/optimize.h"
 #include "learner/prune.h"
 #include "learner/quantize.h"
 #include "learner/train_step.h"

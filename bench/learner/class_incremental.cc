@@ -20,7 +20,7 @@
 #include "learner/distiller.h"
 #include "learner/evaluate.h"
 #include "learner/idx_dataset.h"
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 #include "learner/train_step.h"
 
 using namespace distilld;

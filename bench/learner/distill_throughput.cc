@@ -14,8 +14,8 @@
 #include <iostream>
 #include <sstream>
 
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 #include "learner/train_step.h"
 
 using namespace distilld::learner;

@@ -12,7 +12,7 @@
 #include <iostream>
 #include <memory>
 
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 #include "learner/offline.h"
 
 using namespace distilld::learner;

@@ -32,8 +32,8 @@
 #include "config/config.h"
 #include "daemon/daemon.h"
 #include "learner/idx_dataset.h"
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 #include "learner/offline.h"
 #include "tests/support/temp_dir.h"
 // c10 (glog) defines LOG too; ours wins in this file.

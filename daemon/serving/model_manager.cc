@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "common/thread_priority.h"
-#include "learner/compress_arch.h"
-#include "learner/model_io.h"
-#include "learner/quantize.h"
+#include "learner/model/arch.h"
+#include "learner/model/int8.h"
+#include "learner/model/model_io.h"
 // Last: replaces glog's LOG macro that LibTorch headers define.
 #include "common/log.h"
 

@@ -5,8 +5,8 @@
 
 #include <string>
 
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 
 namespace distilld::daemon::testing {
 

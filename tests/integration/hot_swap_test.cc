@@ -14,8 +14,8 @@
 #include <thread>
 
 #include "daemon/serve.h"
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 #include "tests/integration/serving_fixture.h"
 
 using namespace distilld;

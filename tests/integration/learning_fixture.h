@@ -15,8 +15,8 @@
 
 #include "config/config.h"
 #include "learner/kd_loss.h"
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 #include "learner/train_step.h"
 #include "tests/support/temp_dir.h"
 

@@ -17,7 +17,7 @@
 
 #include "config/config.h"
 #include "daemon/daemon.h"
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 #include "learner/train_step.h"
 #include "tests/integration/http_test_client.h"
 #include "tests/support/subprocess.h"

@@ -1,4 +1,4 @@
-// Native int8 kernels (learner/int8_kernels.h) and the native int8 module:
+// Native int8 kernels (learner/model/int8_kernels.h) and the native int8 module:
 // kernels against a double-precision reference computed from the very same
 // quantized values, scalar and AVX2 paths bit-identical, odd shapes, the
 // module against the float student and its QAT twin, save/load (also in a
@@ -14,14 +14,14 @@
 #include <fstream>
 #include <string>
 
-#include "learner/int8_kernels.h"
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
-#include "learner/optimize.h"
+#include "learner/model/arch.h"
+#include "learner/model/int8_kernels.h"
+#include "learner/model/model_io.h"
+#include "learner/model/optimize.h"
 #include "learner/quantize.h"
 #include "tests/learner/compress_test_data.h"
-#include "tests/support/temp_dir.h"
 #include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 namespace distilld::learner {
 namespace {

@@ -1,8 +1,8 @@
 // OptimizeForServing keeps outputs (float and int8 built-ins) and methods.
 #include "tests/learner/torch_doctest.h"
 
-#include "learner/model_builder.h"
-#include "learner/optimize.h"
+#include "learner/model/arch.h"
+#include "learner/model/optimize.h"
 #include "learner/quantize.h"
 #include "tests/learner/compress_test_data.h"
 

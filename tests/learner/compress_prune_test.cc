@@ -2,10 +2,9 @@
 // scores follow the documented measure, and KD recovers accuracy.
 #include "tests/learner/torch_doctest.h"
 
-#include "learner/compress_arch.h"
 #include "learner/compress_train.h"
 #include "learner/evaluate.h"
-#include "learner/model_builder.h"
+#include "learner/model/arch.h"
 #include "learner/offline.h"
 #include "learner/prune.h"
 #include "tests/learner/compress_test_data.h"

@@ -8,17 +8,16 @@
 #include <filesystem>
 #include <fstream>
 
-#include "learner/compress_arch.h"
 #include "learner/compress_train.h"
 #include "learner/evaluate.h"
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 #include "learner/offline.h"
 #include "learner/quantize.h"
 #include "learner/train_step.h"
 #include "tests/learner/compress_test_data.h"
-#include "tests/support/temp_dir.h"
 #include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 namespace distilld::learner {
 namespace {

@@ -18,7 +18,7 @@
 #include <cerrno>
 
 #include "learner/distiller.h"
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 #include "learner/train_step.h"
 #include "tests/support/temp_dir.h"
 

@@ -7,10 +7,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
-#include "tests/support/temp_dir.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 #include "tests/support/subprocess.h"
+#include "tests/support/temp_dir.h"
 
 namespace distilld::learner {
 namespace {

@@ -2,8 +2,8 @@
 
 #include <fstream>
 
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 #include "tests/support/temp_dir.h"
 
 namespace distilld::learner {

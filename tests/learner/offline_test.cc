@@ -4,7 +4,7 @@
 #include <fstream>
 #include <random>
 
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 #include "learner/offline.h"
 #include "tests/support/temp_dir.h"
 

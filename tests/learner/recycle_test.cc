@@ -4,8 +4,8 @@
 
 #include <random>
 
-#include "learner/model_builder.h"
-#include "learner/model_io.h"
+#include "learner/model/arch.h"
+#include "learner/model/model_io.h"
 #include "tests/learner/torch_doctest.h"
 #include "tests/support/temp_dir.h"
 

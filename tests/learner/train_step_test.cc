@@ -5,7 +5,7 @@
 
 #include "learner/evaluate.h"
 #include "learner/idx_dataset.h"
-#include "learner/model_builder.h"
+#include "learner/model/arch.h"
 #include "learner/train_step.h"
 #include "tests/support/temp_dir.h"
 

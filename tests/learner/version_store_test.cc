@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 #include "tests/support/fake_registry.h"
 #include "tests/support/temp_dir.h"
 

@@ -1,5 +1,5 @@
 // Atomic, checksummed model files. See model_io.h.
-#include "learner/model_io.h"
+#include "learner/model/model_io.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -13,7 +13,7 @@
 #include <random>
 #include <sstream>
 
-#include "learner/int8_kernels.h"
+#include "learner/model/int8_kernels.h"
 
 namespace distilld::learner {
 namespace {

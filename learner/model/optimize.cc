@@ -1,5 +1,5 @@
 // See optimize.h.
-#include "learner/optimize.h"
+#include "learner/model/optimize.h"
 
 #include <torch/csrc/jit/api/module.h>
 
