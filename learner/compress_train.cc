@@ -1,12 +1,13 @@
 // See compress_train.h.
 #include "learner/compress_train.h"
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <random>
 
 #include "learner/train_step.h"
+#include "learner/trainer.h"
 
 namespace distilld::learner::internal {
 
@@ -19,26 +20,19 @@ Status RunKdSteps(torch::jit::Module& model, const Dataset& train, const torch::
   ASSIGN_OR_RETURN(auto opt, MakeOptimizer("adam", o.learning_rate, params));
   StepOptions so;
   so.loss = o.loss;
-  at::Generator gen = at::detail::createCPUGenerator(o.seed);
-  const int64_t n = train.size();
-  const int64_t bs = std::max<int64_t>(1, o.batch_size);
+  std::mt19937_64 rng(o.seed);
+  TrainLoopOptions loop;
+  loop.steps = o.steps;
+  loop.batch_size = std::max<int64_t>(1, o.batch_size);
   const int64_t every = std::max<int64_t>(1, o.steps / 100);
-  torch::Tensor order;
-  int64_t pos = n;
-  for (int64_t s = 0; s < o.steps; ++s) {
-    if (pos >= n) {
-      order = torch::randperm(n, gen, torch::kLong);
-      pos = 0;
-    }
-    torch::Tensor idx = order.slice(0, pos, std::min(n, pos + bs));
-    pos += bs;
-    Batch batch;
-    batch.inputs = train.images.index_select(0, idx);
-    batch.labels = train.labels.index_select(0, idx);
-    if (teacher_logits.defined()) batch.teacher_logits = teacher_logits.index_select(0, idx);
-    ASSIGN_OR_RETURN(StepStats st, TrainStep(model, *opt, batch, so));
+  loop.after_step = [&](int64_t s, const StepStats& st) {
     if (o.progress && ((s + 1) % every == 0 || s + 1 == o.steps)) o.progress({o.stage, s + 1, o.steps, st.loss});
-  }
+  };
+  Batch data;
+  data.inputs = train.images;
+  data.labels = train.labels;
+  data.teacher_logits = teacher_logits;
+  RETURN_IF_ERROR(RunTrainLoop(model, *opt, data, so, rng, loop));
   model.eval();
   return Status::Ok();
 }

@@ -8,7 +8,6 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <numeric>
 #include <random>
 #include <sstream>
 
@@ -16,6 +15,7 @@
 #include "learner/kd_loss.h"
 #include "learner/model/model_io.h"
 #include "learner/train_step.h"
+#include "learner/trainer.h"
 
 namespace distilld::learner {
 
@@ -45,41 +45,26 @@ double Seconds(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Training data with optional cached teacher outputs, indexed per batch.
-struct TrainSet {
-  torch::Tensor inputs, labels, teacher_logits, teacher_features;
-};
-
-// Runs `epochs` shuffled passes of TrainStep. Reports progress about every
-// 1% of the stage.
-Status RunEpochs(torch::jit::Module& student, torch::optim::Optimizer& opt, const TrainSet& data,
+// Runs `epochs` shuffled passes of TrainStep (RunTrainLoop). Reports
+// progress about every 1% of the stage.
+Status RunEpochs(torch::jit::Module& student, torch::optim::Optimizer& opt, const Batch& data,
                  const StepOptions& so, int epochs, int batch_size, std::mt19937_64& rng,
                  const std::string& stage, const ProgressCallback& progress, const std::atomic<bool>* cancel) {
-  const int64_t n = data.inputs.size(0);
-  const int64_t bs = std::max(1, batch_size);
-  const int64_t per_epoch = (n + bs - 1) / bs;
-  const int64_t total = per_epoch * epochs;
+  TrainLoopOptions loop;
+  loop.batch_size = std::max(1, batch_size);
+  loop.steps = StepsPerEpoch(data.size(), loop.batch_size) * epochs;
+  const int64_t total = loop.steps;
   const int64_t every = std::max<int64_t>(1, total / 100);
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
-  int64_t step = 0;
-  for (int e = 0; e < epochs; ++e) {
-    std::shuffle(order.begin(), order.end(), rng);
-    for (int64_t pos = 0; pos < n; pos += bs) {
-      if (cancel != nullptr && cancel->load()) return Status::Cancelled("cancelled");
-      torch::Tensor idx = torch::from_blob(order.data() + pos, {std::min(bs, n - pos)}, torch::kInt64);
-      Batch b;
-      b.inputs = data.inputs.index_select(0, idx);
-      b.labels = data.labels.index_select(0, idx);
-      if (data.teacher_logits.defined()) b.teacher_logits = data.teacher_logits.index_select(0, idx);
-      if (data.teacher_features.defined()) b.teacher_features = data.teacher_features.index_select(0, idx);
-      auto st = TrainStep(student, opt, b, so);
-      if (!st.ok()) return st.status().WithContext(stage);
-      ++step;
-      if (progress && (step % every == 0 || step == total)) progress({stage, step, total, st->loss});
-    }
-  }
-  return Status::Ok();
+  loop.before_step = [cancel](int64_t, bool) {
+    if (cancel != nullptr && cancel->load()) return Status::Cancelled("cancelled");
+    return Status::Ok();
+  };
+  loop.after_step = [&](int64_t step, const StepStats& st) {
+    if (progress && ((step + 1) % every == 0 || step + 1 == total)) progress({stage, step + 1, total, st.loss});
+  };
+  Status st = RunTrainLoop(student, opt, data, so, rng, loop);
+  if (!st.ok() && st.code() != StatusCode::kCancelled) return st.WithContext(stage);
+  return st;
 }
 
 std::vector<torch::Tensor> Params(const torch::jit::Module& m) {
@@ -116,7 +101,7 @@ Result<TrainReport> TrainTeacher(const TrainTeacherOptions& o) {
   std::mt19937_64 rng(o.seed);
   StepOptions so;
   so.loss.alpha = 1.0;
-  TrainSet data{train.images, train.labels, {}, {}};
+  Batch data{train.images, train.labels, {}, {}};
   RETURN_IF_ERROR(RunEpochs(model, *opt, data, so, o.epochs, o.batch_size, rng, "teacher", o.progress, o.cancel));
   model.eval();
   TrainReport r;
@@ -190,7 +175,7 @@ Result<DistillReport> DistillOffline(const DistillOptions& o) {
   rep.student_params = CountParameters(student);
 
   std::mt19937_64 rng(o.seed);
-  TrainSet data{train.images, train.labels, {}, {}};
+  Batch data{train.images, train.labels, {}, {}};
   auto record_stage = [&]() -> Status {
     ASSIGN_OR_RETURN(double acc, TestAccuracy(student, test));
     rep.stage_accuracy.push_back(acc);
@@ -253,7 +238,7 @@ Result<DistillReport> DistillOffline(const DistillOptions& o) {
     {
       StepOptions so;
       so.loss.alpha = 1.0;
-      TrainSet labels_only{data.inputs, data.labels, {}, {}};
+      Batch labels_only{data.inputs, data.labels, {}, {}};
       ASSIGN_OR_RETURN(auto opt, MakeOptimizer("adam", o.learning_rate * 0.1, Params(student)));
       RETURN_IF_ERROR(RunEpochs(student, *opt, labels_only, so, o.stage3_epochs, o.batch_size, rng, "stage3",
                                 o.progress, o.cancel));
