@@ -228,7 +228,7 @@ void Daemon::RegisterLearnerMetrics() {
       ExponentialBuckets(0.25, 2, 12));
   for (const char* o : {"promoted", "rejected", "aborted", "failed"}) rounds->WithLabels({o});
   round_observer_ = [rounds, durations](const storage::RoundRecord& r) {
-    rounds->WithLabels({r.outcome})->Increment();
+    rounds->WithLabels({std::string(storage::RoundOutcomeName(r.outcome))})->Increment();
     if (r.ended_us) durations->Get()->Observe(static_cast<double>(*r.ended_us - r.started_us) / 1e6);
   };
 }
@@ -463,12 +463,12 @@ Status Daemon::Reload(const config::Config& next) {
   }
   if (registry_) {
     if (!applied.empty()) {
-      if (auto logged = registry_->LogEvent("config_reload", applied); !logged.ok()) {
+      if (auto logged = registry_->LogEvent(storage::EventKind::kConfigReload, applied); !logged.ok()) {
         LOG(kWarning) << "recording the reload: " << logged.status().ToString();
       }
     }
     if (!restart.empty()) {
-      auto logged = registry_->LogEvent("config_restart_needed", "changed in the file, applied after a restart: " + restart);
+      auto logged = registry_->LogEvent(storage::EventKind::kConfigRestartNeeded, "changed in the file, applied after a restart: " + restart);
       if (!logged.ok()) {
         LOG(kWarning) << "recording the reload: " << logged.status().ToString();
       }

@@ -66,10 +66,10 @@ std::string StatusLine(const Daemon& daemon) {
     os << "; learner off";
   } else {
     learner::DistillerProgress p = d->Progress();
-    os << "; learner " << p.state;
-    if (p.state == "training") os << " round " << p.round_id << " step " << p.step << "/" << p.total_steps;
+    os << "; learner " << learner::LearnerStateName(p.state);
+    if (p.state == learner::LearnerState::kTraining) os << " round " << p.round_id << " step " << p.step << "/" << p.total_steps;
     os << ", " << p.rounds_completed << " round" << (p.rounds_completed == 1 ? "" : "s");
-    if (!p.last_outcome.empty()) os << ", last " << p.last_outcome;
+    if (p.last_outcome) os << ", last " << storage::RoundOutcomeName(*p.last_outcome);
   }
   return os.str();
 }

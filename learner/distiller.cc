@@ -42,7 +42,7 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
     if (thread_.joinable() || running_) return Status::FailedPrecondition("distiller already started");
     stop_ = false;
     running_ = true;
-    progress_.state = "idle";
+    progress_.state = LearnerState::kIdle;
     last_round_end_us_ = o_.clock->MonotonicMicros();
     thread_ = std::thread([this] { ThreadMain(); });
     return Status::Ok();
@@ -57,7 +57,7 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
     if (thread_.joinable()) thread_.join();
     std::lock_guard<std::mutex> lock(mu_);
     running_ = false;
-    progress_.state = "stopped";
+    progress_.state = LearnerState::kStopped;
   }
 
   Result<RoundRequest> RequestRound() override {
@@ -111,14 +111,14 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
       queued.id = id;
       queued.trigger = "api";
       queued.started_us = o_.clock->NowMicros();
-      queued.outcome = "queued";
+      queued.outcome = storage::RoundOutcome::kQueued;
       RETURN_IF_ERROR(o_.registry->UpdateRound(queued).WithContext("queueing round " + std::to_string(id)));
       lock.lock();
       if (stop_) {
         // The thread may already have ended the queue's rounds: end this one
         // here rather than leave it queued until the next start.
         lock.unlock();
-        queued.outcome = "aborted";
+        queued.outcome = storage::RoundOutcome::kAborted;
         queued.reason = "the learner stopped before the round started";
         (void)o_.registry->UpdateRound(queued);
         return Status::FailedPrecondition("learner is not running");
@@ -227,7 +227,7 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
         claimed_upto_ = 0;
         current_read_ = false;
         progress_.queued_rounds = static_cast<int64_t>(queue_.size());
-        progress_.state = "reading";
+        progress_.state = LearnerState::kReading;
       }
       (void)RunRound(next.id, next.trigger);
       ran = true;
@@ -325,7 +325,7 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
       storage::RoundRecord rec = r.ok() ? *r : storage::RoundRecord{};
       rec.id = q.id;
       rec.trigger = q.trigger;
-      rec.outcome = "aborted";
+      rec.outcome = storage::RoundOutcome::kAborted;
       rec.reason = "the learner stopped before the round started";
       rec.ended_us = o_.clock->NowMicros();
       if (Status st = o_.registry->UpdateRound(rec); !st.ok()) {
@@ -355,7 +355,7 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
     return Status::Ok();
   }
 
-  void SetState(const std::string& state) override {
+  void SetState(LearnerState state) override {
     std::lock_guard<std::mutex> lock(mu_);
     progress_.state = state;
   }
@@ -405,10 +405,11 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
     }
     if (!st.ok()) {
       const bool aborted = st.code() == StatusCode::kAborted || st.code() == StatusCode::kCancelled;
-      rs.record.outcome = aborted ? "aborted" : "failed";
+      rs.record.outcome = aborted ? storage::RoundOutcome::kAborted : storage::RoundOutcome::kFailed;
       rs.record.reason = st.message();
-      LOG(kWarning) << "learner: round " << round_id << " " << rs.record.outcome << ": " << st.message();
-      (void)o_.registry->LogEvent(aborted ? "round_aborted" : "error",
+      LOG(kWarning) << "learner: round " << round_id << " " << storage::RoundOutcomeName(rs.record.outcome) << ": "
+                    << st.message();
+      (void)o_.registry->LogEvent(aborted ? storage::EventKind::kRoundAborted : storage::EventKind::kError,
                                   "round " + std::to_string(round_id) + ": " + st.message());
       if (!aborted) backoff_until_us_ = o_.clock->MonotonicMicros() + o_.error_backoff_s * 1'000'000;
     }
@@ -419,14 +420,14 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
     last_round_end_us_ = o_.clock->MonotonicMicros();
     {
       std::lock_guard<std::mutex> lock(mu_);
-      progress_.state = running_ && !stop_ ? "idle" : "stopped";
+      progress_.state = running_ && !stop_ ? LearnerState::kIdle : LearnerState::kStopped;
       progress_.rounds_completed += 1;
       progress_.last_outcome = rs.record.outcome;
       progress_.last_reason = rs.record.reason;
       progress_.last_version = rs.record.candidate_version.value_or(0);
       progress_.active_version = runner_.active_id();
     }
-    LOG(kInfo) << "learner: round " << round_id << " " << rs.record.outcome
+    LOG(kInfo) << "learner: round " << round_id << " " << storage::RoundOutcomeName(rs.record.outcome)
                << (rs.record.reason.empty() ? "" : ": " + rs.record.reason);
     if (o_.on_round_end) o_.on_round_end(rs.record);
     return rs.record;
@@ -502,6 +503,29 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
 };
 
 }  // namespace
+
+std::string_view LearnerStateName(LearnerState state) {
+  switch (state) {
+    case LearnerState::kStopped: return "stopped";
+    case LearnerState::kIdle: return "idle";
+    case LearnerState::kReading: return "reading";
+    case LearnerState::kTeacher: return "teacher";
+    case LearnerState::kTraining: return "training";
+    case LearnerState::kEvaluating: return "evaluating";
+    case LearnerState::kSaving: return "saving";
+    case LearnerState::kConsuming: return "consuming";
+  }
+  return "unknown";
+}
+
+Result<LearnerState> ParseLearnerState(std::string_view name) {
+  for (auto s : {LearnerState::kStopped, LearnerState::kIdle, LearnerState::kReading, LearnerState::kTeacher,
+                 LearnerState::kTraining, LearnerState::kEvaluating, LearnerState::kSaving,
+                 LearnerState::kConsuming}) {
+    if (LearnerStateName(s) == name) return s;
+  }
+  return Status::InvalidArgument("unknown learner state \"" + std::string(name) + "\"");
+}
 
 Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(DistillerOptions o) {
   if (o.store == nullptr || o.registry == nullptr || o.buffer == nullptr || o.holdout == nullptr) {

@@ -119,10 +119,22 @@ struct DistillerOptions {
   int64_t active_version = 0;
 };
 
+// What the learner thread is doing; GET /v1/learner shows the name.
+enum class LearnerState {
+  kStopped,     // no thread
+  kIdle,        // waiting for a trigger or a request
+  kReading,     // a round reads its new samples
+  kTeacher,     // ... labels them with the teacher
+  kTraining,    // ... trains the candidate
+  kEvaluating,  // ... evaluates it and applies the gate
+  kSaving,      // ... saves, registers and publishes it
+  kConsuming,   // ... offers the samples to the buffer and advances the cursor
+};
+std::string_view LearnerStateName(LearnerState state);  // "stopped", "idle", "reading", ...
+Result<LearnerState> ParseLearnerState(std::string_view name);
+
 struct DistillerProgress {
-  // "stopped", "idle", "reading", "teacher", "training", "evaluating",
-  // "saving", "consuming"
-  std::string state = "stopped";
+  LearnerState state = LearnerState::kStopped;
   int64_t round_id = 0;      // current round, or last one when idle
   int64_t step = 0;
   int64_t total_steps = 0;
@@ -130,7 +142,7 @@ struct DistillerProgress {
   double samples_per_s = 0.0;  // training throughput of the current/last round
   int64_t yielded_ms = 0;      // time the current/last round waited for inference (inference_busy)
   int64_t rounds_completed = 0;
-  std::string last_outcome;  // promoted | rejected | aborted | failed | skipped | "" (none yet)
+  std::optional<storage::RoundOutcome> last_outcome;  // of the last round (none yet: nullopt)
   std::string last_reason;
   int64_t last_version = 0;  // version produced by the last round (0 = none)
   int64_t active_version = 0;

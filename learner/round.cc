@@ -42,7 +42,7 @@ Status RoundRunner::Run(RoundState* rs, RoundHooks& hooks) {
   if (rs->incoming.empty()) {
     // Queued behind a round that took the samples: nothing to do, and not
     // an error (no back-off).
-    rs->record.outcome = "skipped";
+    rs->record.outcome = storage::RoundOutcome::kSkipped;
     rs->record.reason = hooks.SkipReason();
     return Status::Ok();
   }
@@ -52,31 +52,31 @@ Status RoundRunner::Run(RoundState* rs, RoundHooks& hooks) {
   RETURN_IF_ERROR(hooks.CheckStop());
   RETURN_IF_ERROR(DrawReplay(rs, hooks));
   if (rs->train_new.empty()) {
-    rs->record.outcome = "rejected";
+    rs->record.outcome = storage::RoundOutcome::kRejected;
     rs->record.reason = "every new sample went to the holdout";
   } else {
-    hooks.SetState("training");
+    hooks.SetState(LearnerState::kTraining);
     Result<TrainedCandidate> trained = Train(rs, hooks);
     if (trained.status().code() == StatusCode::kAborted) {
       // A diverging loss: the active version stays, the samples are consumed.
-      rs->record.outcome = "aborted";
+      rs->record.outcome = storage::RoundOutcome::kAborted;
       rs->record.reason = trained.status().message();
-      (void)o_.registry->LogEvent("round_aborted",
+      (void)o_.registry->LogEvent(storage::EventKind::kRoundAborted,
                                   "round " + std::to_string(rs->record.id) + ": " + trained.status().message());
     } else if (!trained.ok()) {
       return trained.status();
     } else {
       RETURN_IF_ERROR(hooks.CheckStop());
-      hooks.SetState("evaluating");
+      hooks.SetState(LearnerState::kEvaluating);
       ASSIGN_OR_RETURN(GateOutcome gate, EvaluateAndGate(rs, trained->model, trained->trained_classes));
       RETURN_IF_ERROR(hooks.CheckStop());
       // No stop checks from here to the registry write, so a stop never
       // leaves a saved file without its record.
-      hooks.SetState("saving");
+      hooks.SetState(LearnerState::kSaving);
       RETURN_IF_ERROR(SaveAndPublish(rs, trained->model, gate));
     }
   }
-  hooks.SetState("consuming");
+  hooks.SetState(LearnerState::kConsuming);
   return Consume(rs);
 }
 
@@ -100,7 +100,7 @@ Status RoundRunner::ReadIncoming(RoundState* rs, RoundHooks& hooks) {
 
 // Teacher logits once per sample, stored with it.
 Status RoundRunner::LabelWithTeacher(RoundState* rs, RoundHooks& hooks) {
-  hooks.SetState("teacher");
+  hooks.SetState(LearnerState::kTeacher);
   std::vector<storage::Sample*> ptrs;
   for (auto& s : rs->incoming) ptrs.push_back(&s.sample);
   ASSIGN_OR_RETURN(size_t computed, AttachTeacherLogits(ptrs, hooks));

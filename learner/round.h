@@ -42,7 +42,7 @@ class RoundHooks {
   // most learner.max_yield_s per round; Cancelled if stopped meanwhile.
   virtual Status YieldToInference() = 0;
   // DistillerProgress::state.
-  virtual void SetState(const std::string& state) = 0;
+  virtual void SetState(LearnerState state) = 0;
   virtual void SetTotalSteps(int64_t total) = 0;
   // After each training step (1-based); samples_per_s < 0 leaves it.
   virtual void ReportStep(int64_t step, double loss, double samples_per_s) = 0;

@@ -82,9 +82,9 @@ Status RoundRunner::SaveAndPublish(RoundState* rs, torch::jit::Module& candidate
   ASSIGN_OR_RETURN(rec, versions_->Add(candidate, std::move(rec)));
   rs->record.candidate_version = rec.id;
   auto reject = [&](const std::string& why) {
-    rs->record.outcome = "rejected";
+    rs->record.outcome = storage::RoundOutcome::kRejected;
     rs->record.reason = why;
-    (void)o_.registry->LogEvent("reject", "version " + std::to_string(rec.id) + ": " + why, rec.id);
+    (void)o_.registry->LogEvent(storage::EventKind::kReject, "version " + std::to_string(rec.id) + ": " + why, rec.id);
     return Status::Ok();
   };
   if (!pass) return reject(reason);
@@ -103,8 +103,8 @@ Status RoundRunner::SaveAndPublish(RoundState* rs, torch::jit::Module& candidate
   }
   active_ = candidate;
   active_id_ = rec.id;
-  rs->record.outcome = "promoted";
-  (void)o_.registry->LogEvent("swap", "version " + std::to_string(rec.id) + " promoted (" + gate.summary + ")",
+  rs->record.outcome = storage::RoundOutcome::kPromoted;
+  (void)o_.registry->LogEvent(storage::EventKind::kSwap, "version " + std::to_string(rec.id) + " promoted (" + gate.summary + ")",
                               rec.id);
   return Status::Ok();
 }

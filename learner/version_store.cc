@@ -68,7 +68,7 @@ Result<storage::VersionRecord> VersionStore::LoadOrCreateInitial(const InitialSt
   if (options.student_path.empty()) rec.metrics_json = "{\"label_space\":[]}";
   ASSIGN_OR_RETURN(rec, Add(model, std::move(rec)));
   RETURN_IF_ERROR(registry->Activate(rec.id));
-  (void)registry->LogEvent("swap", "initial student activated", rec.id);
+  (void)registry->LogEvent(storage::EventKind::kSwap, "initial student activated", rec.id);
   return registry->GetVersion(rec.id);
 }
 

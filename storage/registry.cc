@@ -301,7 +301,7 @@ class SqliteRegistry final : public Registry {
   Status UpdateRound(const RoundRecord& r) override {
     std::lock_guard<std::mutex> lock(mu_);
     std::optional<int64_t> ended = r.ended_us;
-    if (!ended && r.outcome != "running" && r.outcome != "queued") ended = clock_->NowMicros();
+    if (!ended && !IsOpen(r.outcome)) ended = clock_->NowMicros();
     Stmt s(db_,
            "UPDATE rounds SET started_us = ?, ended_us = ?, trigger_kind = ?, samples_new = ?, "
            "samples_replay = ?, loss_json = ?, eval_json = ?, outcome = ?, reason = ?, "
@@ -314,7 +314,7 @@ class SqliteRegistry final : public Registry {
     s.Bind(5, r.samples_replay);
     s.Bind(6, r.loss_json);
     s.Bind(7, r.eval_json);
-    s.Bind(8, r.outcome);
+    s.Bind(8, RoundOutcomeName(r.outcome));
     s.Bind(9, r.reason);
     s.Bind(10, r.candidate_version);
     s.Bind(11, r.id);
@@ -343,7 +343,10 @@ class SqliteRegistry final : public Registry {
     s.Bind(1, ClampLimit(limit));
     std::vector<RoundRecord> out;
     Status st;
-    while (s.Step(&st)) out.push_back(ReadRound(s));
+    while (s.Step(&st)) {
+      ASSIGN_OR_RETURN(RoundRecord r, ReadRound(s));
+      out.push_back(std::move(r));
+    }
     RETURN_IF_ERROR(st);
     return out;
   }
@@ -359,13 +362,13 @@ class SqliteRegistry final : public Registry {
     return s.Run();
   }
 
-  Result<int64_t> LogEvent(std::string_view kind, std::string_view message,
+  Result<int64_t> LogEvent(EventKind kind, std::string_view message,
                            std::optional<int64_t> version_id) override {
     std::lock_guard<std::mutex> lock(mu_);
     Stmt s(db_, "INSERT INTO events (time_us, kind, message, version_id) VALUES (?, ?, ?, ?)");
     RETURN_IF_ERROR(s.prepared());
     s.Bind(1, clock_->NowMicros());
-    s.Bind(2, kind);
+    s.Bind(2, EventKindName(kind));
     s.Bind(3, message);
     s.Bind(4, version_id);
     RETURN_IF_ERROR(s.Run().WithContext("log event"));
@@ -383,7 +386,8 @@ class SqliteRegistry final : public Registry {
     std::vector<EventRecord> out;
     Status st;
     while (s.Step(&st)) {
-      out.push_back({s.Int(0), s.Int(1), s.Text(2), s.Text(3), s.OptInt(4)});
+      ASSIGN_OR_RETURN(EventKind kind, ParseEventKind(s.Text(2)));
+      out.push_back({s.Int(0), s.Int(1), kind, s.Text(3), s.OptInt(4)});
     }
     RETURN_IF_ERROR(st);
     return out;
@@ -458,7 +462,7 @@ class SqliteRegistry final : public Registry {
     return r;
   }
 
-  static RoundRecord ReadRound(const Stmt& s) {
+  static Result<RoundRecord> ReadRound(const Stmt& s) {
     RoundRecord r;
     r.id = s.Int(0);
     r.started_us = s.Int(1);
@@ -468,7 +472,7 @@ class SqliteRegistry final : public Registry {
     r.samples_replay = s.Int(5);
     r.loss_json = s.Text(6);
     r.eval_json = s.Text(7);
-    r.outcome = s.Text(8);
+    ASSIGN_OR_RETURN(r.outcome, ParseRoundOutcome(s.Text(8)));
     r.reason = s.Text(9);
     r.candidate_version = s.OptInt(10);
     return r;
@@ -489,6 +493,50 @@ std::string_view VersionStatusName(VersionStatus status) {
     case VersionStatus::kRejected: return "rejected";
   }
   return "unknown";
+}
+
+std::string_view RoundOutcomeName(RoundOutcome outcome) {
+  switch (outcome) {
+    case RoundOutcome::kRunning: return "running";
+    case RoundOutcome::kQueued: return "queued";
+    case RoundOutcome::kPromoted: return "promoted";
+    case RoundOutcome::kRejected: return "rejected";
+    case RoundOutcome::kAborted: return "aborted";
+    case RoundOutcome::kFailed: return "failed";
+    case RoundOutcome::kSkipped: return "skipped";
+  }
+  return "unknown";
+}
+
+Result<RoundOutcome> ParseRoundOutcome(std::string_view name) {
+  for (auto o : {RoundOutcome::kRunning, RoundOutcome::kQueued, RoundOutcome::kPromoted, RoundOutcome::kRejected,
+                 RoundOutcome::kAborted, RoundOutcome::kFailed, RoundOutcome::kSkipped}) {
+    if (RoundOutcomeName(o) == name) return o;
+  }
+  return Status::InvalidArgument("unknown round outcome \"" + std::string(name) + "\"");
+}
+
+std::string_view EventKindName(EventKind kind) {
+  switch (kind) {
+    case EventKind::kSwap: return "swap";
+    case EventKind::kActivate: return "activate";
+    case EventKind::kRollback: return "rollback";
+    case EventKind::kReject: return "reject";
+    case EventKind::kRoundAborted: return "round_aborted";
+    case EventKind::kError: return "error";
+    case EventKind::kConfigReload: return "config_reload";
+    case EventKind::kConfigRestartNeeded: return "config_restart_needed";
+  }
+  return "unknown";
+}
+
+Result<EventKind> ParseEventKind(std::string_view name) {
+  for (auto k : {EventKind::kSwap, EventKind::kActivate, EventKind::kRollback, EventKind::kReject,
+                 EventKind::kRoundAborted, EventKind::kError, EventKind::kConfigReload,
+                 EventKind::kConfigRestartNeeded}) {
+    if (EventKindName(k) == name) return k;
+  }
+  return Status::InvalidArgument("unknown event kind \"" + std::string(name) + "\"");
 }
 
 Result<VersionStatus> ParseVersionStatus(std::string_view name) {

@@ -39,6 +39,35 @@ struct VersionRecord {
   std::string note;                 // e.g. reason for rejection
 };
 
+// How a learner round ended (or that it has not yet). Stored by name.
+enum class RoundOutcome {
+  kRunning,   // started, not ended
+  kQueued,    // waiting behind another round
+  kPromoted,  // its candidate is the active version
+  kRejected,  // the gate (or publishing) refused its candidate
+  kAborted,   // stopped, or its loss diverged; samples unconsumed unless diverged
+  kFailed,    // an error; the learner backs off
+  kSkipped,   // nothing left to read: an earlier round took the samples
+};
+std::string_view RoundOutcomeName(RoundOutcome outcome);  // "running", "queued", "promoted", ...
+Result<RoundOutcome> ParseRoundOutcome(std::string_view name);
+// Not ended yet: running or queued.
+inline bool IsOpen(RoundOutcome outcome) { return outcome == RoundOutcome::kRunning || outcome == RoundOutcome::kQueued; }
+
+// What an event records. Stored by name (GET /v1/events shows the name).
+enum class EventKind {
+  kSwap,                 // a version became the served one (promotion, first start)
+  kActivate,             // activated through the API
+  kRollback,             // rolled back through the API
+  kReject,               // a candidate was refused
+  kRoundAborted,         // a round stopped or diverged
+  kError,                // a round failed
+  kConfigReload,         // SIGHUP applied fields
+  kConfigRestartNeeded,  // SIGHUP changed fields that need a restart
+};
+std::string_view EventKindName(EventKind kind);  // "swap", "activate", "rollback", "reject", ...
+Result<EventKind> ParseEventKind(std::string_view name);
+
 struct RoundRecord {
   int64_t id = 0;  // assigned by BeginRound
   int64_t started_us = 0;
@@ -48,9 +77,7 @@ struct RoundRecord {
   int64_t samples_replay = 0;      // replayed samples mixed in
   std::string loss_json = "{}";    // loss curve summary
   std::string eval_json = "{}";    // candidate and active evaluation
-  // queued | running (not ended) | promoted | rejected | aborted | failed |
-  // skipped (nothing left to read: an earlier round took the samples)
-  std::string outcome = "running";
+  RoundOutcome outcome = RoundOutcome::kRunning;
   std::string reason;
   std::optional<int64_t> candidate_version;
 };
@@ -58,7 +85,7 @@ struct RoundRecord {
 struct EventRecord {
   int64_t id = 0;
   int64_t time_us = 0;
-  std::string kind;  // "swap", "rollback", "reject", "config_reload", "error", ...
+  EventKind kind = EventKind::kSwap;
   std::string message;
   std::optional<int64_t> version_id;
 };
@@ -107,7 +134,7 @@ class Registry {
   // (called at startup).
   virtual Status AbortRunningRounds(std::string_view reason) = 0;
 
-  virtual Result<int64_t> LogEvent(std::string_view kind, std::string_view message,
+  virtual Result<int64_t> LogEvent(EventKind kind, std::string_view message,
                                    std::optional<int64_t> version_id = std::nullopt) = 0;
   // Newest first, at most `limit`, only ids > after_id.
   virtual Result<std::vector<EventRecord>> ListEvents(size_t limit, int64_t after_id = 0) = 0;

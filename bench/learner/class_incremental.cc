@@ -164,8 +164,8 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
     if (size_t at = rec.loss_json.find("\"recycled_units\":"); at != std::string::npos) {
       row.recycled += std::stoll(rec.loss_json.substr(at + 17));
     }
-    if (rec.outcome != "promoted") {
-      std::fprintf(stderr, "%s phase %zu: round %s (%s)\n", name.c_str(), p, rec.outcome.c_str(), rec.reason.c_str());
+    if (rec.outcome != storage::RoundOutcome::kPromoted) {
+      std::fprintf(stderr, "%s phase %zu: round %s (%s)\n", name.c_str(), p, std::string(storage::RoundOutcomeName(rec.outcome)).c_str(), rec.reason.c_str());
     }
     auto active = Must(registry->ActiveVersion());
     torch::jit::Module m = Must(versions->Load(*active));

@@ -281,10 +281,10 @@ int main(int argc, char** argv) {
     wait_round(rounds);
     learner::DistillerProgress p = daemon->distiller()->Progress();
     auto rec = daemon->registry()->ListRounds(1);
-    md << "| classes " << phase[0] << "," << phase[1] << " | " << p.last_outcome << " | " << std::setprecision(2)
+    md << "| classes " << phase[0] << "," << phase[1] << " | " << (p.last_outcome ? storage::RoundOutcomeName(*p.last_outcome) : "-") << " | " << std::setprecision(2)
        << seconds << " | " << (rec.ok() && !rec->empty() ? (*rec)[0].samples_new + (*rec)[0].samples_replay : 0)
        << " |\n";
-    std::cerr << "adapt: " << seconds << " s (" << p.last_outcome << ")\n";
+    std::cerr << "adapt: " << seconds << " s (" << (p.last_outcome ? storage::RoundOutcomeName(*p.last_outcome) : "-") << ")\n";
   }
   md << "\nTarget: under 10 s (a negative time means the round did not promote).\n";
   daemon->Shutdown();

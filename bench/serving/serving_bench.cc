@@ -129,8 +129,8 @@ void AppendFloat(std::string* out, float v) {
 }
 
 void DistillerProgressSummary(const learner::DistillerProgress& p, std::string* out) {
-  *out = p.state;
-  if (p.state == "training") *out += " (step " + std::to_string(p.step) + " of " + std::to_string(p.total_steps) + ")";
+  *out = std::string(learner::LearnerStateName(p.state));
+  if (p.state == learner::LearnerState::kTraining) *out += " (step " + std::to_string(p.step) + " of " + std::to_string(p.total_steps) + ")";
   *out += "; the round had waited " + Fixed(static_cast<double>(p.yielded_ms) / 1000.0, 1) + " s for inference";
 }
 
@@ -376,7 +376,7 @@ int main(int argc, char** argv) {
     if (auto r = daemon->distiller() != nullptr ? daemon->distiller()->RequestRound()
                                                  : Result<learner::RoundRequest>(Status::FailedPrecondition("off"));
         r.ok() && r->kind != learner::RoundRequest::Kind::kNothingNew) {
-      for (int i = 0; i < 4; ++i) window("during the round (" + daemon->distiller()->Progress().state + ")");
+      for (int i = 0; i < 4; ++i) window("during the round (" + std::string(learner::LearnerStateName(daemon->distiller()->Progress().state)) + ")");
     }
     daemon->Shutdown();
     return 0;
@@ -505,7 +505,7 @@ int main(int argc, char** argv) {
         round.error = "round: " + id->message;
       } else {
         // Measure once the learner thread has picked the round up.
-        for (int i = 0; i < 200 && distiller->Progress().state == "idle"; ++i) {
+        for (int i = 0; i < 200 && distiller->Progress().state == learner::LearnerState::kIdle; ++i) {
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
         round.during = RunWrk(env, bin_script, 64, seconds, port);
@@ -513,11 +513,11 @@ int main(int argc, char** argv) {
         // Then the training phase: wait (bounded) until the learner trains,
         // and measure again while it does.
         const auto train_wait = std::chrono::steady_clock::now() + std::chrono::seconds(180);
-        while (std::chrono::steady_clock::now() < train_wait && distiller->Progress().state != "training" &&
+        while (std::chrono::steady_clock::now() < train_wait && distiller->Progress().state != learner::LearnerState::kTraining &&
                !daemon->registry()->GetRound(id->round_id)->ended_us) {
           std::this_thread::sleep_for(std::chrono::milliseconds(50));
         }
-        if (distiller->Progress().state == "training") {
+        if (distiller->Progress().state == learner::LearnerState::kTraining) {
           DistillerProgressSummary(distiller->Progress(), &round.state_at_training_start);
           round.during_training = RunWrk(env, bin_script, 64, seconds, port);
           DistillerProgressSummary(distiller->Progress(), &round.state_at_training_end);
@@ -537,7 +537,7 @@ int main(int argc, char** argv) {
         const int64_t end = round.record.ended_us.value_or(Clock::Real()->NowMicros());
         const int64_t covered = std::min(end, round.during.end_us) - std::max(round.record.started_us, round.during.start_us);
         round.overlap = std::clamp(static_cast<double>(covered) / (round.during.end_us - round.during.start_us), 0.0, 1.0);
-        std::cerr << "round " << id->round_id << ": " << round.record.outcome << ", steady p99 " << round.steady.p99_ms
+        std::cerr << "round " << id->round_id << ": " << storage::RoundOutcomeName(round.record.outcome) << ", steady p99 " << round.steady.p99_ms
                   << " ms, during p99 " << round.during.p99_ms << " ms, overlap " << round.overlap << "\n";
       }
     }
@@ -634,7 +634,7 @@ int main(int argc, char** argv) {
        << " req/s) just before; during the round p99 " << Fixed(round.during.p99_ms, 2) << " ms ("
        << Fixed(round.during.rps, 0) << " req/s, " << round.during.errors + round.during.non2xx
        << " errors). Ratio " << Fixed(ratio, 2) << "x (target <= 1.5x: " << (ratio <= 1.5 ? "met" : "NOT met")
-       << "). The round (id " << rec.id << ", " << rec.samples_new << " new samples, outcome " << rec.outcome
+       << "). The round (id " << rec.id << ", " << rec.samples_new << " new samples, outcome " << storage::RoundOutcomeName(rec.outcome)
        << ") ran from " << Fixed((rec.started_us - round.during.start_us) / 1e6, 2) << " s to "
        << (rec.ended_us ? Fixed((*rec.ended_us - round.during.start_us) / 1e6, 2) + " s"
                         : std::string("beyond the 60 s wait (the daemon then stops it)"))

@@ -90,7 +90,7 @@ void WriteRound(Writer& w, const storage::RoundRecord& r) {
   w.Key("samples_replay");
   w.Int64(r.samples_replay);
   w.Key("outcome");
-  w.String(r.outcome.c_str());
+  w.String(std::string(storage::RoundOutcomeName(r.outcome)).c_str());
   w.Key("reason");
   w.String(r.reason.c_str());
   w.Key("candidate_version");

@@ -22,7 +22,7 @@ void GetLearner(Api* api, const HttpRequest&, const RouteParams&, Responder resp
     learner::DistillerProgress p;
     if (api->o.distiller) p = api->o.distiller->Progress();
     w.Key("state");
-    w.String(api->o.distiller ? p.state.c_str() : "disabled");
+    w.String(api->o.distiller ? std::string(learner::LearnerStateName(p.state)).c_str() : "disabled");
     w.Key("round");
     w.StartObject();
     w.Key("id");
@@ -77,7 +77,7 @@ void GetLearner(Api* api, const HttpRequest&, const RouteParams&, Responder resp
     w.Key("last_round");
     w.StartObject();
     w.Key("outcome");
-    w.String(p.last_outcome.c_str());
+    w.String(p.last_outcome ? std::string(storage::RoundOutcomeName(*p.last_outcome)).c_str() : "");
     w.Key("reason");
     w.String(p.last_reason.c_str());
     w.Key("version");

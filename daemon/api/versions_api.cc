@@ -85,7 +85,7 @@ void GetEvents(Api* api, const HttpRequest& req, const RouteParams&, Responder r
       w.Key("time_us");
       w.Int64(e.time_us);
       w.Key("kind");
-      w.String(e.kind.c_str());
+      w.String(std::string(storage::EventKindName(e.kind)).c_str());
       w.Key("message");
       w.String(e.message.c_str());
       w.Key("version");

@@ -48,7 +48,7 @@ Result<int64_t> VersionActivator::Activate(int64_t version_id) {
   if (previous == version_id) return previous;
   RETURN_IF_ERROR(PublishLocked(record));
   const bool back = version_id < previous;
-  (void)registry_->LogEvent(back ? "rollback" : "activate",
+  (void)registry_->LogEvent(back ? storage::EventKind::kRollback : storage::EventKind::kActivate,
                             std::string(back ? "rolled back" : "rolled forward") + " from version " +
                                 std::to_string(previous) + " to version " + std::to_string(version_id),
                             version_id);

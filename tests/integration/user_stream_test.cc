@@ -230,7 +230,7 @@ TEST_CASE("a user's Python student learns a class-incremental stream over HTTP w
     REQUIRE(all.ok());
     for (const auto& r : *all) {
       INFO("round ", r.id, " (", r.trigger, "): ", r.reason);
-      CHECK(r.outcome == "promoted");
+      CHECK(r.outcome == storage::RoundOutcome::kPromoted);
     }
     seen.insert(seen.end(), phase.begin(), phase.end());
     CHECK(Accuracy(c, patterns, phase) > 0.8);  // the new classes are learned

@@ -60,7 +60,7 @@ TEST_CASE("the first start saves, registers, activates and records the initial s
   auto events = env.registry->ListEvents(10);
   REQUIRE(events.ok());
   REQUIRE(events->size() == 1);
-  CHECK((*events)[0].kind == "swap");
+  CHECK((*events)[0].kind == storage::EventKind::kSwap);
 
   o.arch.kind = "unused-when-a-version-is-active";
   auto again = env.versions->LoadOrCreateInitial(o);

@@ -284,7 +284,7 @@ TEST_CASE_TEMPLATE("rounds: begin, update, get, list newest first, abort", Impl,
   CHECK(rec.id == *r1);
   CHECK(rec.started_us == 1'000);
   CHECK(rec.trigger == "count");
-  CHECK(rec.outcome == "running");
+  CHECK(rec.outcome == RoundOutcome::kRunning);
   CHECK(!rec.ended_us.has_value());
   CHECK(rec.samples_new == 0);
   CHECK(rec.samples_replay == 0);
@@ -298,7 +298,7 @@ TEST_CASE_TEMPLATE("rounds: begin, update, get, list newest first, abort", Impl,
   REQUIRE(reg->UpdateRound(rec).ok());
   CHECK(!reg->GetRound(*r1)->ended_us.has_value());
   CHECK(reg->GetRound(*r1)->samples_new == 10);
-  rec.outcome = "queued";
+  rec.outcome = RoundOutcome::kQueued;
   REQUIRE(reg->UpdateRound(rec).ok());
   CHECK(!reg->GetRound(*r1)->ended_us.has_value());
 
@@ -307,7 +307,7 @@ TEST_CASE_TEMPLATE("rounds: begin, update, get, list newest first, abort", Impl,
   rec.samples_replay = 256;
   rec.loss_json = R"({"first": 1.2, "last": 0.4})";
   rec.eval_json = R"({"candidate": 0.81, "active": 0.8})";
-  rec.outcome = "promoted";
+  rec.outcome = RoundOutcome::kPromoted;
   rec.reason = "better";
   rec.candidate_version = 3;
   REQUIRE(reg->UpdateRound(rec).ok());
@@ -319,7 +319,7 @@ TEST_CASE_TEMPLATE("rounds: begin, update, get, list newest first, abort", Impl,
   CHECK(got.samples_replay == 256);
   CHECK(got.loss_json == rec.loss_json);
   CHECK(got.eval_json == rec.eval_json);
-  CHECK(got.outcome == "promoted");
+  CHECK(got.outcome == RoundOutcome::kPromoted);
   CHECK(got.reason == "better");
   CHECK(got.candidate_version == 3);
   // Every field is written, including ones a caller set on purpose.
@@ -337,7 +337,7 @@ TEST_CASE_TEMPLATE("rounds: begin, update, get, list newest first, abort", Impl,
   auto r3 = reg->BeginRound("interval");
   REQUIRE(r3.ok());
   RoundRecord queued = *reg->GetRound(*r3);
-  queued.outcome = "queued";
+  queued.outcome = RoundOutcome::kQueued;
   queued.ended_us = 1'234;  // odd, but kept by the abort below
   REQUIRE(reg->UpdateRound(queued).ok());
   auto r4 = reg->BeginRound("api");
@@ -349,15 +349,15 @@ TEST_CASE_TEMPLATE("rounds: begin, update, get, list newest first, abort", Impl,
   clock.Advance(1'000);
   REQUIRE(reg->AbortRunningRounds("restart").ok());
   got = *reg->GetRound(*r2);  // was running
-  CHECK(got.outcome == "aborted");
+  CHECK(got.outcome == RoundOutcome::kAborted);
   CHECK(got.reason == "restart");
   CHECK(got.ended_us == 3'000);
   got = *reg->GetRound(*r3);  // was queued
-  CHECK(got.outcome == "aborted");
+  CHECK(got.outcome == RoundOutcome::kAborted);
   CHECK(got.ended_us == 1'234);
-  CHECK(reg->GetRound(*r4)->outcome == "aborted");
+  CHECK(reg->GetRound(*r4)->outcome == RoundOutcome::kAborted);
   got = *reg->GetRound(*r1);  // finished rounds are left alone
-  CHECK(got.outcome == "promoted");
+  CHECK(got.outcome == RoundOutcome::kPromoted);
   CHECK(got.reason == "better");
   CHECK(got.ended_us == 1'500);
   REQUIRE(reg->AbortRunningRounds("again").ok());
@@ -378,7 +378,7 @@ TEST_CASE_TEMPLATE("events: newest first, at most limit, only ids above after_id
   CHECK(reg->ListEvents(10)->empty());
   for (int i = 1; i <= 5; ++i) {
     clock.Advance(1);
-    auto id = reg->LogEvent(i % 2 ? "swap" : "error", "event " + std::to_string(i),
+    auto id = reg->LogEvent(i % 2 ? EventKind::kSwap : EventKind::kError, "event " + std::to_string(i),
                             i % 2 ? std::optional<int64_t>(i) : std::nullopt);
     REQUIRE(id.ok());
     CHECK(*id == i);
@@ -387,11 +387,11 @@ TEST_CASE_TEMPLATE("events: newest first, at most limit, only ids above after_id
   REQUIRE(events.ok());
   CHECK(IdsOf(events) == IdList{5, 4, 3});
   REQUIRE(events->size() == 3);
-  CHECK((*events)[0].kind == "swap");
+  CHECK((*events)[0].kind == EventKind::kSwap);
   CHECK((*events)[0].message == "event 5");
   CHECK((*events)[0].version_id == 5);
   CHECK((*events)[0].time_us == 15);
-  CHECK((*events)[1].kind == "error");
+  CHECK((*events)[1].kind == EventKind::kError);
   CHECK(!(*events)[1].version_id.has_value());
   CHECK((*events)[1].time_us == 14);
 
@@ -406,7 +406,7 @@ TEST_CASE_TEMPLATE("events: newest first, at most limit, only ids above after_id
   CHECK(reg->ListEvents(0)->empty());
   // Polling forward from the newest id seen picks up only new events.
   int64_t cursor = (*reg->ListEvents(1))[0].id;
-  auto next = reg->LogEvent("config_reload", "reloaded");
+  auto next = reg->LogEvent(EventKind::kConfigReload, "reloaded");
   REQUIRE(next.ok());
   CHECK(*next == 6);
   CHECK(IdsOf(reg->ListEvents(100, cursor)) == IdList{6});
@@ -444,20 +444,20 @@ TEST_CASE("fake: injected write failures change nothing, like a rolled-back tran
   active.status = VersionStatus::kActive;
   CHECK(reg.AddVersion(active).status().code() == StatusCode::kInvalidArgument);
   CHECK(reg.AddVersion(Version("v2")).status().code() == StatusCode::kIoError);
-  CHECK(reg.LogEvent("swap", "x").status().code() == StatusCode::kIoError);
+  CHECK(reg.LogEvent(EventKind::kSwap, "x").status().code() == StatusCode::kIoError);
   RoundRecord r = *reg.GetRound(*round);
-  r.outcome = "failed";
+  r.outcome = RoundOutcome::kFailed;
   CHECK(reg.UpdateRound(r).code() == StatusCode::kIoError);
   CHECK(reg.AbortRunningRounds("crash").code() == StatusCode::kIoError);
   CHECK(IdsOf(reg.ListVersions()) == IdList{1});
   CHECK(reg.ListEvents(10)->empty());
-  CHECK(reg.GetRound(*round)->outcome == "running");
+  CHECK(reg.GetRound(*round)->outcome == RoundOutcome::kRunning);
 
   // Failures used up: writes work again, and the failed inserts used no ids.
   auto v2 = reg.AddVersion(Version("v2"));
   REQUIRE(v2.ok());
   CHECK(*v2 == 2);
-  auto e = reg.LogEvent("swap", "x");
+  auto e = reg.LogEvent(EventKind::kSwap, "x");
   REQUIRE(e.ok());
   CHECK(*e == 1);
   REQUIRE(reg.Activate(2).ok());

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 
 #include <fstream>
+#include <set>
 
 #include "tests/support/temp_dir.h"
 
@@ -46,6 +47,39 @@ VersionRecord Version(const std::string& path) {
   v.sha256 = std::string(64, 'a');
   v.size_bytes = 1234;
   return v;
+}
+
+TEST_CASE("round outcomes and event kinds have one stored name each, and the names parse back") {
+  const RoundOutcome outcomes[] = {RoundOutcome::kRunning,  RoundOutcome::kQueued, RoundOutcome::kPromoted,
+                                   RoundOutcome::kRejected, RoundOutcome::kAborted, RoundOutcome::kFailed,
+                                   RoundOutcome::kSkipped};
+  std::set<std::string> names;
+  for (RoundOutcome o : outcomes) {
+    names.insert(std::string(RoundOutcomeName(o)));
+    auto back = ParseRoundOutcome(RoundOutcomeName(o));
+    REQUIRE(back.ok());
+    CHECK(*back == o);
+  }
+  CHECK(names.size() == std::size(outcomes));
+  CHECK(IsOpen(RoundOutcome::kQueued));
+  CHECK_FALSE(IsOpen(RoundOutcome::kSkipped));
+  CHECK(ParseRoundOutcome("won").status().code() == StatusCode::kInvalidArgument);
+
+  const EventKind kinds[] = {EventKind::kSwap,         EventKind::kActivate, EventKind::kRollback,
+                             EventKind::kReject,       EventKind::kRoundAborted, EventKind::kError,
+                             EventKind::kConfigReload, EventKind::kConfigRestartNeeded};
+  names.clear();
+  for (EventKind k : kinds) {
+    names.insert(std::string(EventKindName(k)));
+    auto back = ParseEventKind(EventKindName(k));
+    REQUIRE(back.ok());
+    CHECK(*back == k);
+  }
+  CHECK(names.size() == std::size(kinds));
+  // The names GET /v1/events has always shown.
+  CHECK(EventKindName(EventKind::kRoundAborted) == "round_aborted");
+  CHECK(EventKindName(EventKind::kConfigRestartNeeded) == "config_restart_needed");
+  CHECK(ParseEventKind("party").status().code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("migrates from an empty database, in WAL mode") {
@@ -110,7 +144,7 @@ TEST_CASE("events: newest first, limit, after_id; everything survives reopen") {
     auto reg = OpenRegistry(path, &clock);
     for (int i = 1; i <= 5; ++i) {
       clock.Advance(1);
-      auto id = reg->LogEvent(i % 2 ? "swap" : "error", "event " + std::to_string(i),
+      auto id = reg->LogEvent(i % 2 ? EventKind::kSwap : EventKind::kError, "event " + std::to_string(i),
                               i % 2 ? std::optional<int64_t>(i) : std::nullopt);
       REQUIRE(id.ok());
       CHECK(*id == i);
@@ -123,7 +157,7 @@ TEST_CASE("events: newest first, limit, after_id; everything survives reopen") {
   auto events = *reg->ListEvents(3);
   REQUIRE(events.size() == 3);
   CHECK(events[0].id == 5);
-  CHECK(events[0].kind == "swap");
+  CHECK(events[0].kind == EventKind::kSwap);
   CHECK(events[0].message == "event 5");
   CHECK(events[0].version_id == 5);
   CHECK(events[0].time_us == 15);

@@ -18,9 +18,6 @@ Status InjectedFailure(std::string_view what) {
 Status VersionNotFound(int64_t id) { return Status::NotFound("version " + std::to_string(id)); }
 Status RoundNotFound(int64_t id) { return Status::NotFound("round " + std::to_string(id)); }
 
-// The rounds AbortRunningRounds marks aborted and UpdateRound leaves open.
-bool IsOpenOutcome(std::string_view outcome) { return outcome == "running" || outcome == "queued"; }
-
 // Newest first, at most `limit`, from an id-ordered map (ORDER BY id DESC LIMIT ?).
 template <typename Map, typename Keep>
 auto NewestFirst(const Map& records, size_t limit, Keep keep) {
@@ -158,7 +155,7 @@ Status FakeRegistry::UpdateRound(const RoundRecord& record) {
   auto it = rounds_.find(record.id);
   if (it == rounds_.end()) return RoundNotFound(record.id);
   it->second = record;
-  if (!it->second.ended_us && !IsOpenOutcome(record.outcome)) {
+  if (!it->second.ended_us && !storage::IsOpen(record.outcome)) {
     it->second.ended_us = clock_->NowMicros();
   }
   return Status::Ok();
@@ -181,19 +178,19 @@ Status FakeRegistry::AbortRunningRounds(std::string_view reason) {
   if (TakeFailureLocked()) return InjectedFailure("abort running rounds");
   const int64_t now = clock_->NowMicros();
   for (auto& [id, r] : rounds_) {
-    if (!IsOpenOutcome(r.outcome)) continue;
-    r.outcome = "aborted";
+    if (!storage::IsOpen(r.outcome)) continue;
+    r.outcome = storage::RoundOutcome::kAborted;
     r.reason = std::string(reason);
     if (!r.ended_us) r.ended_us = now;  // COALESCE(ended_us, now)
   }
   return Status::Ok();
 }
 
-Result<int64_t> FakeRegistry::LogEvent(std::string_view kind, std::string_view message,
+Result<int64_t> FakeRegistry::LogEvent(storage::EventKind kind, std::string_view message,
                                        std::optional<int64_t> version_id) {
   std::lock_guard<std::mutex> lock(mu_);
   if (TakeFailureLocked()) return InjectedFailure("log event");
-  EventRecord e{next_event_id_++, clock_->NowMicros(), std::string(kind), std::string(message),
+  EventRecord e{next_event_id_++, clock_->NowMicros(), kind, std::string(message),
                 version_id};
   events_.emplace(e.id, e);
   return e.id;

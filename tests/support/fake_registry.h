@@ -57,7 +57,7 @@ class FakeRegistry final : public storage::Registry {
   Result<std::vector<storage::RoundRecord>> ListRounds(size_t limit) override;
   Status AbortRunningRounds(std::string_view reason) override;
 
-  Result<int64_t> LogEvent(std::string_view kind, std::string_view message,
+  Result<int64_t> LogEvent(storage::EventKind kind, std::string_view message,
                            std::optional<int64_t> version_id = std::nullopt) override;
   Result<std::vector<storage::EventRecord>> ListEvents(size_t limit, int64_t after_id = 0) override;
 
