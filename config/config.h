@@ -9,11 +9,27 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
 
 namespace distilld::config {
+
+// The choice fields, each with its YAML name (XName) and the parser of that
+// name (ParseX: InvalidArgument "expected one of: ..." for any other).
+enum class Precision { kFloat, kInt8 };                       // model.precision: "float", "int8"
+enum class ReplayPolicy { kClassBalanced, kReservoir };      // replay.policy: "class_balanced", "reservoir"
+enum class TemperatureCurve { kConstant, kLinear, kCosine };  // "constant", "linear", "cosine"
+enum class Optimizer { kAdam, kSgd };                         // learner.optimizer: "adam", "sgd"
+std::string_view PrecisionName(Precision v);
+Result<Precision> ParsePrecision(std::string_view name);
+std::string_view ReplayPolicyName(ReplayPolicy v);
+Result<ReplayPolicy> ParseReplayPolicy(std::string_view name);
+std::string_view TemperatureCurveName(TemperatureCurve v);
+Result<TemperatureCurve> ParseTemperatureCurve(std::string_view name);
+std::string_view OptimizerName(Optimizer v);
+Result<Optimizer> ParseOptimizer(std::string_view name);
 
 struct ServerConfig {
   std::string listen = "127.0.0.1:8080";  // host:port; port 0 picks a free one; "" disables TCP
@@ -51,7 +67,7 @@ struct ModelConfig {
   std::string teacher;                          // TorchScript teacher file; "" = <state>/teacher.pt
   std::string student;                          // initial student .pt; "" = build `architecture`
   ArchitectureConfig architecture;
-  std::string precision = "float";             // "float" or "int8" (served version)
+  Precision precision = Precision::kFloat;      // of the served version
   bool optimize = true;                         // freeze + optimize_for_inference before serving
 };
 
@@ -82,7 +98,7 @@ struct StorageConfig {
 };
 
 struct ReplayConfig {
-  std::string policy = "class_balanced";  // "class_balanced" or "reservoir"
+  ReplayPolicy policy = ReplayPolicy::kClassBalanced;
   uint64_t capacity = 5000;               // samples
   uint64_t max_mb = 64;                   // encoded bytes cap
   double holdout_fraction = 0.1;          // labelled share kept for evaluation
@@ -93,7 +109,7 @@ struct ReplayConfig {
 struct TemperatureSchedule {
   double start = 4.0;
   double end = 4.0;
-  std::string curve = "constant";  // "constant", "linear", "cosine"
+  TemperatureCurve curve = TemperatureCurve::kConstant;
 };
 
 struct FeatureDistillConfig {
@@ -110,7 +126,7 @@ struct LearnerConfig {
   int64_t max_steps = 0;             // 0 = epochs decide
   int batch_size = 64;
   double learning_rate = 1e-3;
-  std::string optimizer = "adam";    // "adam" or "sgd"
+  Optimizer optimizer = Optimizer::kAdam;
   double alpha = 0.5;                // a: weight of CE on labelled samples
   double temperature = 4.0;          // T
   TemperatureSchedule temperature_schedule;

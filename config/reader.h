@@ -122,6 +122,18 @@ class Reader {
       Error(n, path, "expected one of: " + list);
     };
   }
+  // A choice field: `parse` maps the YAML name to the enum (config.h).
+  template <typename E>
+  Handler Enum(E* out, Result<E> (*parse)(std::string_view)) {
+    return [this, out, parse](const YAML::Node& n, const std::string& path) {
+      Result<E> v = parse(n.IsScalar() ? std::string_view(n.Scalar()) : std::string_view());
+      if (v.ok()) {
+        *out = *v;
+      } else {
+        Error(n, path, v.status().message());
+      }
+    };
+  }
   Handler IntList(std::vector<int64_t>* out, int64_t min, int64_t max, bool allow_empty) {
     return [=, this](const YAML::Node& n, const std::string& path) {
       std::vector<int64_t> values;

@@ -17,6 +17,10 @@ std::string Show(const T& v) {
 }
 std::string Show(const std::string& v) { return "'" + v + "'"; }
 std::string Show(bool v) { return v ? "true" : "false"; }
+std::string Show(Precision v) { return Show(std::string(PrecisionName(v))); }
+std::string Show(ReplayPolicy v) { return Show(std::string(ReplayPolicyName(v))); }
+std::string Show(TemperatureCurve v) { return Show(std::string(TemperatureCurveName(v))); }
+std::string Show(Optimizer v) { return Show(std::string(OptimizerName(v))); }
 // The one uint32_t field is a file mode: shown as it is written.
 std::string Show(uint32_t mode) {
   std::ostringstream os;
@@ -71,7 +75,7 @@ std::vector<Leaf> BuildLeaves() {
       DISTILLD_FIELD(model.architecture.kind, kRestart, Choice, {"mlp", "cnn"}),
       DISTILLD_FIELD(model.architecture.hidden, kRestart, IntList, 1, 1 << 16, true),
       DISTILLD_FIELD(model.architecture.channels, kRestart, IntList, 1, 4096, true),
-      DISTILLD_FIELD(model.precision, kRestart, Choice, {"float", "int8"}),
+      DISTILLD_FIELD(model.precision, kRestart, Enum, ParsePrecision),
       DISTILLD_FIELD(model.optimize, kRestart, Bool),
 
       DISTILLD_FIELD(batching.max_batch_size, kImmediate, Int32, 1, 4096),
@@ -87,7 +91,7 @@ std::vector<Leaf> BuildLeaves() {
       DISTILLD_FIELD(storage.sync, kRestart, Bool),
 
       // The buffer and the held-out set are sized when they are opened.
-      DISTILLD_FIELD(replay.policy, kRestart, Choice, {"class_balanced", "reservoir"}),
+      DISTILLD_FIELD(replay.policy, kRestart, Enum, ParseReplayPolicy),
       DISTILLD_FIELD(replay.capacity, kRestart, UInt, 0, 10'000'000),
       DISTILLD_FIELD(replay.max_mb, kRestart, UInt, 1, 1 << 20),
       DISTILLD_FIELD(replay.holdout_fraction, kRestart, Number, 0, 0.9, false, "in [0, 0.9]"),
@@ -102,12 +106,12 @@ std::vector<Leaf> BuildLeaves() {
       DISTILLD_FIELD(learner.max_steps, kNextRound, Int, 0, kMaxI),
       DISTILLD_FIELD(learner.batch_size, kNextRound, Int32, 1, 65536),
       DISTILLD_FIELD(learner.learning_rate, kNextRound, Number, 0, 10, true, "> 0 and <= 10"),
-      DISTILLD_FIELD(learner.optimizer, kNextRound, Choice, {"adam", "sgd"}),
+      DISTILLD_FIELD(learner.optimizer, kNextRound, Enum, ParseOptimizer),
       DISTILLD_FIELD(learner.alpha, kNextRound, Number, 0, 1, false, "in [0, 1]"),
       DISTILLD_FIELD(learner.temperature, kNextRound, Number, 0, 100, true, "> 0"),
       DISTILLD_FIELD(learner.temperature_schedule.start, kNextRound, Number, 0, 100, true, "> 0"),
       DISTILLD_FIELD(learner.temperature_schedule.end, kNextRound, Number, 0, 100, true, "> 0"),
-      DISTILLD_FIELD(learner.temperature_schedule.curve, kNextRound, Choice, {"constant", "linear", "cosine"}),
+      DISTILLD_FIELD(learner.temperature_schedule.curve, kNextRound, Enum, ParseTemperatureCurve),
       // The feature method is checked against the student when the learner starts.
       DISTILLD_FIELD(learner.feature.method, kRestart, String),
       DISTILLD_FIELD(learner.feature.weight, kNextRound, Number, 0, 1000, false, ">= 0"),

@@ -124,8 +124,8 @@ Status Daemon::OpenState() {
   replaybuffer::ReplayBufferOptions bo;
   bo.capacity = c.replay.capacity;
   bo.max_bytes = c.replay.max_mb << 20;
-  bo.policy = c.replay.policy == "reservoir" ? replaybuffer::Policy::kReservoir
-                                             : replaybuffer::Policy::kClassBalanced;
+  bo.policy = c.replay.policy == config::ReplayPolicy::kReservoir ? replaybuffer::Policy::kReservoir
+                                                                   : replaybuffer::Policy::kClassBalanced;
   ASSIGN_OR_RETURN(buffer_, replaybuffer::ReplayBuffer::Open(store_.get(), bo));
   replaybuffer::HoldoutOptions hold;
   hold.fraction = c.replay.holdout_fraction;
@@ -238,7 +238,7 @@ void Daemon::RegisterRoutes() {
   InferenceApiOptions api;
   api.model = SignatureFrom(c.model);
   api.server_version = kVersion;
-  api.precision = c.model.precision;
+  api.precision = std::string(config::PrecisionName(c.model.precision));
   api.batcher = batcher_.get();
   api.models = models_.get();
   api.serving = [this] { return !draining_.load(); };
@@ -316,7 +316,7 @@ Status Daemon::Start() {
   mo.input_shape = c.model.input_shape;
   mo.classes = c.model.classes;
   mo.optimize = c.model.optimize;
-  mo.precision = c.model.precision;
+  mo.int8 = c.model.precision == config::Precision::kInt8;
   mo.warmup_batch_sizes = WarmupSizes(c.batching.max_batch_size);
   mo.metrics = metrics_.get();
   mo.clock = options_.clock;

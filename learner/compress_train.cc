@@ -17,7 +17,7 @@ Status RunKdSteps(torch::jit::Module& model, const Dataset& train, const torch::
   if (train.size() == 0) return Status::InvalidArgument("no training data");
   std::vector<torch::Tensor> params;
   for (const auto& p : model.parameters()) params.push_back(p);
-  ASSIGN_OR_RETURN(auto opt, MakeOptimizer("adam", o.learning_rate, params));
+  ASSIGN_OR_RETURN(auto opt, MakeOptimizer(config::Optimizer::kAdam, o.learning_rate, params));
   StepOptions so;
   so.loss = o.loss;
   std::mt19937_64 rng(o.seed);

@@ -197,18 +197,15 @@ Result<KdLossTerms> KdLoss(const torch::Tensor& s, const torch::Tensor& t, const
 }
 
 Status ValidateSchedule(const TemperatureScheduleOptions& s) {
-  if (s.curve != "constant" && s.curve != "linear" && s.curve != "cosine") {
-    return Status::InvalidArgument("unknown temperature curve '" + s.curve + "'");
-  }
   if (s.start <= 0 || s.end <= 0) return Status::InvalidArgument("temperatures must be > 0");
   return Status::Ok();
 }
 
 double TemperatureAt(const TemperatureScheduleOptions& s, int64_t step, int64_t total_steps) {
-  if (s.curve == "constant" || total_steps <= 1) return s.start;
+  if (s.curve == config::TemperatureCurve::kConstant || total_steps <= 1) return s.start;
   double p = static_cast<double>(std::clamp<int64_t>(step, 0, total_steps - 1)) /
              static_cast<double>(total_steps - 1);
-  if (s.curve == "cosine") p = 0.5 * (1.0 - std::cos(std::numbers::pi * p));
+  if (s.curve == config::TemperatureCurve::kCosine) p = 0.5 * (1.0 - std::cos(std::numbers::pi * p));
   return s.start + (s.end - s.start) * p;
 }
 

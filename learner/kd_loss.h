@@ -14,6 +14,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "config/config.h"
 
 namespace distilld::learner {
 
@@ -47,9 +48,9 @@ Result<KdLossTerms> KdLoss(const torch::Tensor& student_logits, const torch::Ten
 struct TemperatureScheduleOptions {
   double start = 4.0;
   double end = 4.0;
-  std::string curve = "constant";  // "constant" (always start), "linear", "cosine"
+  config::TemperatureCurve curve = config::TemperatureCurve::kConstant;  // constant: always start
 };
-// InvalidArgument for an unknown curve or non-positive temperature.
+// InvalidArgument for a non-positive temperature.
 Status ValidateSchedule(const TemperatureScheduleOptions& schedule);
 // Temperature at `step` of `total_steps` (0-based; the last step gets `end`).
 double TemperatureAt(const TemperatureScheduleOptions& schedule, int64_t step, int64_t total_steps);

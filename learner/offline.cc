@@ -97,7 +97,7 @@ Result<TrainReport> TrainTeacher(const TrainTeacherOptions& o) {
   arch.input_shape = {train.images.size(1), train.images.size(2), train.images.size(3)};
   ASSIGN_OR_RETURN(torch::jit::Module built, BuildModel(arch, o.seed));
   ASSIGN_OR_RETURN(torch::jit::Module model, CloneForTraining(built));
-  ASSIGN_OR_RETURN(auto opt, MakeOptimizer("adam", o.learning_rate, Params(model)));
+  ASSIGN_OR_RETURN(auto opt, MakeOptimizer(config::Optimizer::kAdam, o.learning_rate, Params(model)));
   std::mt19937_64 rng(o.seed);
   StepOptions so;
   so.loss.alpha = 1.0;
@@ -186,11 +186,11 @@ Result<DistillReport> DistillOffline(const DistillOptions& o) {
   if (o.labels_only) {
     StepOptions so;
     so.loss.alpha = 1.0;
-    ASSIGN_OR_RETURN(auto opt, MakeOptimizer("adam", o.learning_rate, Params(student)));
+    ASSIGN_OR_RETURN(auto opt, MakeOptimizer(config::Optimizer::kAdam, o.learning_rate, Params(student)));
     RETURN_IF_ERROR(RunEpochs(student, *opt, data, so, o.stage1_epochs + o.stage2_epochs, o.batch_size, rng,
                               "baseline", o.progress, o.cancel));
     RETURN_IF_ERROR(record_stage());
-    ASSIGN_OR_RETURN(auto opt3, MakeOptimizer("adam", o.learning_rate * 0.1, Params(student)));
+    ASSIGN_OR_RETURN(auto opt3, MakeOptimizer(config::Optimizer::kAdam, o.learning_rate * 0.1, Params(student)));
     RETURN_IF_ERROR(RunEpochs(student, *opt3, data, so, o.stage3_epochs, o.batch_size, rng, "baseline",
                               o.progress, o.cancel));
     RETURN_IF_ERROR(record_stage());
@@ -202,7 +202,7 @@ Result<DistillReport> DistillOffline(const DistillOptions& o) {
       StepOptions so;
       so.loss.alpha = o.alpha;
       so.loss.temperature = o.stage1_temperature;
-      ASSIGN_OR_RETURN(auto opt, MakeOptimizer("adam", o.learning_rate, Params(student)));
+      ASSIGN_OR_RETURN(auto opt, MakeOptimizer(config::Optimizer::kAdam, o.learning_rate, Params(student)));
       RETURN_IF_ERROR(RunEpochs(student, *opt, data, so, o.stage1_epochs, o.batch_size, rng, "stage1",
                                 o.progress, o.cancel));
       RETURN_IF_ERROR(record_stage());
@@ -228,7 +228,7 @@ Result<DistillReport> DistillOffline(const DistillOptions& o) {
         so.projector = &*proj;
         rep.feature_stage_used = true;
       }
-      ASSIGN_OR_RETURN(auto opt, MakeOptimizer("adam", o.learning_rate, std::move(params)));
+      ASSIGN_OR_RETURN(auto opt, MakeOptimizer(config::Optimizer::kAdam, o.learning_rate, std::move(params)));
       RETURN_IF_ERROR(RunEpochs(student, *opt, data, so, o.stage2_epochs, o.batch_size, rng, "stage2",
                                 o.progress, o.cancel));
       data.teacher_features = torch::Tensor();
@@ -239,7 +239,7 @@ Result<DistillReport> DistillOffline(const DistillOptions& o) {
       StepOptions so;
       so.loss.alpha = 1.0;
       Batch labels_only{data.inputs, data.labels, {}, {}};
-      ASSIGN_OR_RETURN(auto opt, MakeOptimizer("adam", o.learning_rate * 0.1, Params(student)));
+      ASSIGN_OR_RETURN(auto opt, MakeOptimizer(config::Optimizer::kAdam, o.learning_rate * 0.1, Params(student)));
       RETURN_IF_ERROR(RunEpochs(student, *opt, labels_only, so, o.stage3_epochs, o.batch_size, rng, "stage3",
                                 o.progress, o.cancel));
       RETURN_IF_ERROR(record_stage());

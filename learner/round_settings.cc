@@ -12,7 +12,6 @@ Status ValidateLearnerSettings(const config::LearnerConfig& l, const config::Rep
   if (l.batch_size <= 0) return bad("batch_size", "must be > 0");
   if (l.max_steps < 0) return bad("max_steps", "must be >= 0");
   if (!(l.learning_rate > 0)) return bad("learning_rate", "must be > 0");
-  if (l.optimizer != "adam" && l.optimizer != "sgd") return bad("optimizer", "must be adam or sgd, not '" + l.optimizer + "'");
   if (!(l.alpha >= 0 && l.alpha <= 1)) return bad("alpha", "must be in [0, 1]");
   if (!(l.temperature > 0)) return bad("temperature", "must be > 0");
   if (Status s = ValidateSchedule(TemperatureScheduleFrom(l)); !s.ok()) {
@@ -47,7 +46,7 @@ TemperatureScheduleOptions TemperatureScheduleFrom(const config::LearnerConfig& 
   s.start = l.temperature_schedule.start;
   s.end = l.temperature_schedule.end;
   s.curve = l.temperature_schedule.curve;
-  if (s.curve == "constant") s.start = s.end = l.temperature;
+  if (s.curve == config::TemperatureCurve::kConstant) s.start = s.end = l.temperature;
   return s;
 }
 

@@ -305,17 +305,17 @@ Result<StepStats> TrainStep(torch::jit::Module& student, torch::optim::Optimizer
   }
 }
 
-Result<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(const std::string& name, double lr,
+Result<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(config::Optimizer kind, double lr,
                                                                std::vector<torch::Tensor> params) {
   if (!(lr > 0)) return Status::InvalidArgument("learning rate must be > 0");
-  if (name == "adam") {
-    return std::unique_ptr<torch::optim::Optimizer>(new FusedAdam(std::move(params), torch::optim::AdamOptions(lr)));
+  switch (kind) {
+    case config::Optimizer::kAdam:
+      return std::unique_ptr<torch::optim::Optimizer>(new FusedAdam(std::move(params), torch::optim::AdamOptions(lr)));
+    case config::Optimizer::kSgd:
+      return std::unique_ptr<torch::optim::Optimizer>(
+          new torch::optim::SGD(std::move(params), torch::optim::SGDOptions(lr).momentum(0.9)));
   }
-  if (name == "sgd") {
-    return std::unique_ptr<torch::optim::Optimizer>(
-        new torch::optim::SGD(std::move(params), torch::optim::SGDOptions(lr).momentum(0.9)));
-  }
-  return Status::InvalidArgument("unknown optimizer '" + name + "' (want adam or sgd)");
+  return Status::InvalidArgument("unknown optimizer");
 }
 
 Result<torch::jit::Module> CloneForTraining(const torch::jit::Module& module) {

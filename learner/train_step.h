@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "config/config.h"
 #include "learner/kd_loss.h"
 #include "storage/sample.h"
 
@@ -74,9 +75,9 @@ class FusedAdam : public torch::optim::Adam {
   torch::Tensor step(LossClosure closure = nullptr) override;
 };
 
-// "adam" (FusedAdam) or "sgd" (momentum 0.9) over `params`; InvalidArgument
-// otherwise.
-Result<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(const std::string& name, double lr,
+// Adam (FusedAdam) or SGD with momentum 0.9 over `params`; InvalidArgument
+// for a non-positive learning rate.
+Result<std::unique_ptr<torch::optim::Optimizer>> MakeOptimizer(config::Optimizer kind, double lr,
                                                                std::vector<torch::Tensor> params);
 
 // A deep copy of `module` whose parameters are fresh leaves requiring grad,

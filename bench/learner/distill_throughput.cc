@@ -42,7 +42,7 @@ Rate CppSamplesPerSecond(const torch::jit::Module& base, int steps, int warmup) 
   auto student = CloneForTraining(base);
   std::vector<torch::Tensor> params;
   for (const auto& p : student->parameters()) params.push_back(p);
-  auto opt = MakeOptimizer("adam", 1e-3, params);
+  auto opt = MakeOptimizer(distilld::config::Optimizer::kAdam, 1e-3, params);
   StepOptions so;
   so.loss.alpha = 0.5;
   so.loss.temperature = 4.0;

@@ -200,7 +200,7 @@ int main(int argc, char** argv) {
   auto MeasurePrecision = [&](std::vector<PrecisionRow>& rows, double& int8_rate1, double& int8_us1) -> bool {
     config::Config qcfg = cfg;
     qcfg.storage.state_dir = dir.str("state-int8");
-    qcfg.model.precision = "int8";
+    qcfg.model.precision = config::Precision::kInt8;
     qcfg.model.teacher.clear();
     qcfg.learner.enabled = false;
     auto qdaemon = daemon::Daemon::Create(qcfg);

@@ -80,7 +80,7 @@ Result<std::string> TrainInitialStudent(const learner::Dataset& train, torch::ji
   ASSIGN_OR_RETURN(torch::Tensor t, learner::ForwardInBatches(teacher, x, 512));
   std::vector<torch::Tensor> params;
   for (const auto& p : student.parameters()) params.push_back(p);
-  ASSIGN_OR_RETURN(auto optimizer, learner::MakeOptimizer("adam", 2e-3, params));
+  ASSIGN_OR_RETURN(auto optimizer, learner::MakeOptimizer(config::Optimizer::kAdam, 2e-3, params));
   learner::StepOptions step;
   step.loss.alpha = 0.5;
   step.loss.temperature = 4.0;

@@ -196,7 +196,7 @@ class ModelManagerImpl final : public ModelManager {
 
   Result<torch::jit::Module> Prepare(torch::jit::Module module) {
     module.eval();
-    if (options_.precision == "int8") {
+    if (options_.int8) {
       ASSIGN_OR_RETURN(learner::ArchSpec spec, learner::InferArchSpec(module, options_.input_shape));
       ASSIGN_OR_RETURN(module, learner::QuantizeDynamicInt8(module, spec));
       module.eval();

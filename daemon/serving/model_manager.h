@@ -66,11 +66,12 @@ struct ModelManagerOptions {
   int64_t classes = 10;
   // Freeze and run optimize_for_inference before serving (config model.optimize).
   bool optimize = true;
-  // "float" or "int8" (config model.precision). int8 converts the linear
-  // layers of a built-in student to dynamically quantized int8 kernels
+  // Serve int8 (config model.precision: int8): every layer of a built-in
+  // student is converted to the native int8 kernels
   // (learner::QuantizeDynamicInt8) before optimizing; a module that is not a
   // built-in architecture cannot be converted and its Publish fails.
-  std::string precision = "float";
+  // Default false (float).
+  bool int8 = false;
   // Batch sizes to warm up at: the profiling executor specialises per shape,
   // so each size the batcher produces should see a few passes first. Default
   // {1, 2, 4, ..., max_batch_size} filled in by the daemon.

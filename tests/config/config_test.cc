@@ -132,7 +132,7 @@ TEST_CASE("every field is parsed") {
   CHECK(c.model.architecture.kind == "cnn");
   CHECK(c.model.architecture.hidden == std::vector<int64_t>{32, 16});
   CHECK(c.model.architecture.channels == std::vector<int64_t>{4});
-  CHECK(c.model.precision == "int8");
+  CHECK(c.model.precision == Precision::kInt8);
   CHECK_FALSE(c.model.optimize);
   CHECK(c.batching.max_batch_size == 8);
   CHECK(c.batching.max_queue_delay_us == 100);
@@ -144,7 +144,7 @@ TEST_CASE("every field is parsed") {
   CHECK(c.storage.block_cache_mb == 4);
   CHECK(c.storage.write_buffer_mb == 2);
   CHECK_FALSE(c.storage.sync);
-  CHECK(c.replay.policy == "reservoir");
+  CHECK(c.replay.policy == ReplayPolicy::kReservoir);
   CHECK(c.replay.capacity == 100);
   CHECK(c.replay.max_mb == 5);
   CHECK(c.replay.holdout_fraction == doctest::Approx(0.2));
@@ -158,12 +158,12 @@ TEST_CASE("every field is parsed") {
   CHECK(c.learner.max_steps == 40);
   CHECK(c.learner.batch_size == 16);
   CHECK(c.learner.learning_rate == doctest::Approx(0.01));
-  CHECK(c.learner.optimizer == "sgd");
+  CHECK(c.learner.optimizer == Optimizer::kSgd);
   CHECK(c.learner.alpha == doctest::Approx(0.25));
   CHECK(c.learner.temperature == doctest::Approx(2.0));
   CHECK(c.learner.temperature_schedule.start == doctest::Approx(1.0));
   CHECK(c.learner.temperature_schedule.end == doctest::Approx(8.0));
-  CHECK(c.learner.temperature_schedule.curve == "cosine");
+  CHECK(c.learner.temperature_schedule.curve == TemperatureCurve::kCosine);
   CHECK(c.learner.feature.method == "features");
   CHECK(c.learner.feature.weight == doctest::Approx(0.5));
   CHECK(c.learner.balanced_finetune_epochs == 2);
@@ -321,6 +321,29 @@ TEST_CASE("wrong types are reported for each field kind") {
                                           "model.input_shape", "model.architecture.kind",
                                           "model.class_names", "batching"});
   for (const auto& e : r.errors) CHECK(e.line > 0);
+}
+
+TEST_CASE("choice fields parse to enums; another name is an error listing the choices") {
+  LoadResult r = ParseConfig(
+      "model:\n  precision: int4\nreplay:\n  policy: [reservoir]\nlearner:\n  optimizer: rmsprop\n"
+      "  temperature_schedule:\n    curve: exponential\n");
+  REQUIRE(r.errors.size() == 4);
+  CHECK(r.errors[0].key_path == "model.precision");
+  CHECK(r.errors[0].message.find("expected one of: float, int8") != std::string::npos);
+  CHECK(r.errors[1].key_path == "replay.policy");
+  CHECK(r.errors[1].message.find("class_balanced, reservoir") != std::string::npos);
+  CHECK(r.errors[2].key_path == "learner.optimizer");
+  CHECK(r.errors[2].message.find("adam, sgd") != std::string::npos);
+  CHECK(r.errors[3].key_path == "learner.temperature_schedule.curve");
+  CHECK(r.errors[3].message.find("constant, linear, cosine") != std::string::npos);
+  for (Optimizer o : {Optimizer::kAdam, Optimizer::kSgd}) CHECK(*ParseOptimizer(OptimizerName(o)) == o);
+  for (Precision p : {Precision::kFloat, Precision::kInt8}) CHECK(*ParsePrecision(PrecisionName(p)) == p);
+  for (ReplayPolicy p : {ReplayPolicy::kClassBalanced, ReplayPolicy::kReservoir}) {
+    CHECK(*ParseReplayPolicy(ReplayPolicyName(p)) == p);
+  }
+  for (TemperatureCurve c : {TemperatureCurve::kConstant, TemperatureCurve::kLinear, TemperatureCurve::kCosine}) {
+    CHECK(*ParseTemperatureCurve(TemperatureCurveName(c)) == c);
+  }
 }
 
 TEST_CASE("out-of-range values are reported with the range") {

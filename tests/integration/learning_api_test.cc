@@ -546,7 +546,7 @@ TEST_CASE("under inference load the learner waits up to max_yield_s per round, t
 }
 
 TEST_CASE("model.precision int8 serves a quantized student and reports it") {
-  Env env([](config::Config& c) { c.model.precision = "int8"; });
+  Env env([](config::Config& c) { c.model.precision = config::Precision::kInt8; });
   TcpClient c = env.Client();
   Reply meta = c.Get("/v2/models/fashion");
   REQUIRE(meta.status == 200);

@@ -61,7 +61,7 @@ inline void TrainAndSave(const SyntheticTask& task, const std::vector<int>& clas
   REQUIRE(model.ok());
   std::vector<torch::Tensor> params;
   for (const auto& p : model->parameters()) params.push_back(p);
-  auto opt = learner::MakeOptimizer("adam", 0.02, params);
+  auto opt = learner::MakeOptimizer(config::Optimizer::kAdam, 0.02, params);
   REQUIRE(opt.ok());
   std::mt19937_64 rng(seed);
   learner::StepOptions step;

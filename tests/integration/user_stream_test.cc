@@ -90,7 +90,7 @@ void SaveUserStudent(const Patterns& p, const std::string& dir, const std::strin
   REQUIRE(model.ok());
   std::vector<torch::Tensor> params;
   for (const auto& t : model->parameters()) params.push_back(t);
-  auto opt = learner::MakeOptimizer("adam", 0.01, params);
+  auto opt = learner::MakeOptimizer(config::Optimizer::kAdam, 0.01, params);
   REQUIRE(opt.ok());
   std::mt19937_64 rng(3);
   learner::StepOptions step;

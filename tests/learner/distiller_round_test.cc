@@ -79,7 +79,7 @@ TEST_CASE("a diverging learning rate never replaces the active version") {
   f.Append(Blobs(300, 3));
   DistillerOptions o = f.Options();
   o.learner.learning_rate = 1e6;
-  o.learner.optimizer = "sgd";
+  o.learner.optimizer = config::Optimizer::kSgd;
   auto d = IncrementalDistiller::Create(o);
   REQUIRE(d.ok());
   auto round = (*d)->RunRoundNow("test");
@@ -100,7 +100,7 @@ TEST_CASE("a round with feature distillation and a cosine temperature schedule")
   DistillerOptions o = f.Options();
   o.learner.feature.method = "features";  // teacher width 4, student width 8: a learned projection
   o.learner.feature.weight = 0.5;
-  o.learner.temperature_schedule = {1.0, 6.0, "cosine"};
+  o.learner.temperature_schedule = {1.0, 6.0, config::TemperatureCurve::kCosine};
   auto d = IncrementalDistiller::Create(o);
   REQUIRE(d.ok());
   auto round = (*d)->RunRoundNow("test");
@@ -108,9 +108,9 @@ TEST_CASE("a round with feature distillation and a cosine temperature schedule")
   INFO(round->reason, " ", round->loss_json);
   CHECK(round->outcome == storage::RoundOutcome::kPromoted);
   CHECK(Json(round->eval_json, "\"candidate\"") > 0.9);
-  o.learner.temperature_schedule.curve = "exponential";
+  o.learner.temperature_schedule.start = 0;  // temperatures must be > 0
   CHECK(IncrementalDistiller::Create(o).status().code() == StatusCode::kInvalidArgument);
-  o.learner.temperature_schedule.curve = "constant";
+  o.learner.temperature_schedule = {4.0, 4.0, config::TemperatureCurve::kConstant};
   o.learner.feature.method = "no_such_method";
   f.Append(Blobs(50, 10));
   auto bad = IncrementalDistiller::Create(o);

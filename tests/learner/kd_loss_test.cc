@@ -127,19 +127,18 @@ TEST_CASE("the fused loss equals the op-by-op loss in value and gradient") {
 }
 
 TEST_CASE("temperature schedule") {
-  TemperatureScheduleOptions c{2.0, 8.0, "constant"};
+  TemperatureScheduleOptions c{2.0, 8.0, config::TemperatureCurve::kConstant};
   CHECK(TemperatureAt(c, 5, 10) == 2.0);
-  TemperatureScheduleOptions lin{2.0, 8.0, "linear"};
+  TemperatureScheduleOptions lin{2.0, 8.0, config::TemperatureCurve::kLinear};
   CHECK(TemperatureAt(lin, 0, 4) == doctest::Approx(2.0));
   CHECK(TemperatureAt(lin, 1, 4) == doctest::Approx(4.0));
   CHECK(TemperatureAt(lin, 3, 4) == doctest::Approx(8.0));
-  TemperatureScheduleOptions cos{2.0, 8.0, "cosine"};
+  TemperatureScheduleOptions cos{2.0, 8.0, config::TemperatureCurve::kCosine};
   CHECK(TemperatureAt(cos, 0, 3) == doctest::Approx(2.0));
   CHECK(TemperatureAt(cos, 1, 3) == doctest::Approx(5.0));
   CHECK(TemperatureAt(cos, 2, 3) == doctest::Approx(8.0));
   CHECK(ValidateSchedule(lin).ok());
-  CHECK(ValidateSchedule({1, 2, "exp"}).code() == StatusCode::kInvalidArgument);
-  CHECK(ValidateSchedule({0, 2, "linear"}).code() == StatusCode::kInvalidArgument);
+  CHECK(ValidateSchedule({0, 2, config::TemperatureCurve::kLinear}).code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("feature loss with a learned projection when widths differ") {

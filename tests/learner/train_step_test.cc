@@ -33,7 +33,7 @@ TEST_CASE("training steps lower the loss and learn the task; the source model is
   REQUIRE(student.ok());
   std::vector<torch::Tensor> params;
   for (const auto& p : student->parameters()) params.push_back(p);
-  auto opt = MakeOptimizer("adam", 0.05, params);
+  auto opt = MakeOptimizer(config::Optimizer::kAdam, 0.05, params);
   REQUIRE(opt.ok());
   Batch train = Blobs(128, 1), test = Blobs(256, 2);
   auto before = EvaluateTensors(*base, test.inputs, test.labels, torch::Tensor());
@@ -66,7 +66,7 @@ TEST_CASE("a diverging step aborts before the update") {
   REQUIRE(student.ok());
   std::vector<torch::Tensor> params;
   for (const auto& p : student->parameters()) params.push_back(p);
-  auto opt = MakeOptimizer("sgd", 1e9, params);
+  auto opt = MakeOptimizer(config::Optimizer::kSgd, 1e9, params);
   REQUIRE(opt.ok());
   Batch b = Blobs(32, 4);
   b.teacher_logits = torch::randn({32, 3});
@@ -81,7 +81,6 @@ TEST_CASE("a diverging step aborts before the update") {
     }
   }
   CHECK(aborted);
-  CHECK(MakeOptimizer("rmsprop", 0.1, params).status().code() == StatusCode::kInvalidArgument);
 }
 
 TEST_CASE("feature distillation step trains the projector too") {
@@ -99,7 +98,7 @@ TEST_CASE("feature distillation step trains the projector too") {
   std::vector<torch::Tensor> params;
   for (const auto& p : student->parameters()) params.push_back(p);
   for (const auto& p : proj->parameters()) params.push_back(p);
-  auto opt = MakeOptimizer("adam", 0.01, params);
+  auto opt = MakeOptimizer(config::Optimizer::kAdam, 0.01, params);
   REQUIRE(opt.ok());
   Batch b = Blobs(16, 5);
   auto tl = ForwardInBatches(*teacher, b.inputs, 5);
@@ -131,7 +130,7 @@ StepResult OneStep(const torch::jit::Module& base, const Batch& b, bool direct) 
   REQUIRE(student.ok());
   std::vector<torch::Tensor> params;
   for (const auto& p : student->parameters()) params.push_back(p);
-  auto opt = MakeOptimizer("adam", 0.01, params);
+  auto opt = MakeOptimizer(config::Optimizer::kAdam, 0.01, params);
   REQUIRE(opt.ok());
   StepOptions so;
   so.direct_builtin_mlp = direct;
