@@ -1,7 +1,7 @@
 // An in-memory storage::SampleStore for unit tests.
 //
 // Fast unit tests may use it instead of RocksDB because it passes the same
-// contract tests as the real store (tests/storage/sample_store_contract_test.cc).
+// contract tests as the real store (tests/storage/sample_store_contract_*.cc).
 // Behaviour that a unit test can observe through the SampleStore interface
 // matches the real store; durability (fsync, reopen) and RocksDB tuning do not
 // exist here and stay covered by the RocksDB tests.
