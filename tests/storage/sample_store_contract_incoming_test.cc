@@ -1,8 +1,8 @@
 // Contract of storage::SampleStore, continued (see sample_store_contract_test.cc
 // for what a contract case is): the incoming family's ids, the cursor readers
-// and the counts of pending samples (CountIncoming, incoming_generation).
-// Every templated case runs against the RocksDB store and
-// testing::FakeSampleStore with the same assertions.
+// and the counts of pending samples (CountIncoming, IncomingCount,
+// incoming_generation). Every templated case runs against the RocksDB store
+// and testing::FakeSampleStore with the same assertions.
 //
 // Run one implementation with  -tc='*<rocksdb>'  or  -tc='*<fake>'.
 #include <doctest/doctest.h>
@@ -250,6 +250,187 @@ TEST_CASE_TEMPLATE("concurrent appenders get disjoint ranges and a cursor reader
   for (size_t i = 0; i < kTotal; ++i) expected[i] = i + 1;
   CHECK(read_ids == expected);
   CHECK(*store->CountIncoming(0) == kTotal);
+}
+
+// Sample records in "incoming" as Scan sees them: the count IncomingCount keeps.
+uint64_t StoredSamples(SampleStore& store) {
+  uint64_t n = 0;
+  for (const std::string& key : ScanKeys(store, Family::kIncoming)) n += key.size() == 8;
+  return n;
+}
+
+TEST_CASE_TEMPLATE("IncomingCount: an append adds its batch, a put only a new id", Impl, Rocks,
+                   Fake) {
+  Impl impl;
+  ManualClock clock;
+  auto store = impl.Open(&clock);
+  CHECK(store->IncomingCount() == 0);
+  std::vector<Sample> three = {MakeSample(1, 1), MakeSample(2, 1), MakeSample(3, 1)};
+  REQUIRE(store->AppendIncoming(three).ok());
+  CHECK(store->IncomingCount() == 3);
+
+  std::vector<Sample> bad = {MakeSample(4, 1)};
+  bad[0].data.clear();
+  CHECK(store->AppendIncoming(bad).status().code() == StatusCode::kInvalidArgument);
+  CHECK(store->PutIncoming(1, bad[0]).code() == StatusCode::kInvalidArgument);
+  CHECK(store->IncomingCount() == 3);
+
+  // Feedback attaching a label replaces a stored sample.
+  REQUIRE(store->PutIncoming(2, MakeSample(20, 1)).ok());
+  CHECK(store->IncomingCount() == 3);
+  CHECK(*store->CountIncoming(0) == 3);
+
+  // A put past the last assigned id stores a sample the cursor readers do not
+  // see yet; the append that reaches its id overwrites it, so 4..6 add two.
+  REQUIRE(store->PutIncoming(6, MakeSample(60, 1)).ok());
+  CHECK(store->IncomingCount() == 4);
+  CHECK(*store->CountIncoming(0) == 3);
+  std::vector<Sample> next = {MakeSample(4, 1), MakeSample(5, 1), MakeSample(6, 1)};
+  auto r = store->AppendIncoming(next);
+  REQUIRE(r.ok());
+  CHECK(r->last == 6);
+  CHECK(store->IncomingCount() == 6);
+  CHECK(*store->CountIncoming(0) == 6);
+  REQUIRE(store->AppendIncoming(three).ok());
+  CHECK(store->IncomingCount() == 9);
+  CHECK(store->IncomingCount() == StoredSamples(*store));
+}
+
+TEST_CASE_TEMPLATE("IncomingCount: Apply counts the samples it adds and removes, not the keys",
+                   Impl, Rocks, Fake) {
+  Impl impl;
+  ManualClock clock;
+  auto store = impl.Open(&clock);
+  std::vector<Sample> four = {MakeSample(1, 1), MakeSample(2, 1), MakeSample(3, 1),
+                              MakeSample(4, 1)};
+  REQUIRE(store->AppendIncoming(four).ok());
+  const std::string value = *EncodeSample(MakeSample(10, 1));
+  auto key = [](SampleId id) { return SampleStore::IncomingKey(id); };
+  auto apply = [&](const std::vector<Mutation>& m) {
+    REQUIRE(store->Apply(m).ok());
+    return store->IncomingCount();
+  };
+
+  // The learner rewrites stored samples with their teacher logits.
+  CHECK(apply({{Family::kIncoming, key(1), value}, {Family::kIncoming, key(2), value}}) == 4);
+  // A delete counts only if the sample is there, and once per batch.
+  CHECK(apply({{Family::kIncoming, key(99), std::nullopt}}) == 4);
+  CHECK(apply({{Family::kIncoming, key(3), std::nullopt},
+               {Family::kIncoming, key(3), std::nullopt}}) == 3);
+  CHECK(apply({{Family::kIncoming, key(3), std::nullopt}}) == 3);
+  // Mutations of one key count in batch order: the last one decides.
+  CHECK(apply({{Family::kIncoming, key(2), std::nullopt}, {Family::kIncoming, key(2), value}}) == 3);
+  CHECK(apply({{Family::kIncoming, key(3), value}, {Family::kIncoming, key(3), std::nullopt}}) == 3);
+  CHECK(apply({{Family::kIncoming, key(3), value}}) == 4);
+  // Other keys of "incoming" and other families hold no incoming samples.
+  CHECK(apply({{Family::kIncoming, "short", "x"},
+               {Family::kBuffer, key(9), value},
+               {Family::kHoldout, key(8), value}}) == 4);
+  CHECK(*store->CountIncoming(0) == 4);
+
+  // A round as the learner consumes it: the held-out share leaves "incoming"
+  // with the holdout write, then the consume deletes every sample of the
+  // round, the held-out one again.
+  CHECK(apply({{Family::kHoldout, "h/1", value},
+               {Family::kIncoming, key(1), std::nullopt},
+               {Family::kState, "split", "1"}}) == 3);
+  std::vector<Mutation> consume;
+  for (SampleId id = 1; id <= 4; ++id) consume.push_back({Family::kIncoming, key(id), std::nullopt});
+  consume.push_back({Family::kState, "cursor", "4"});
+  CHECK(apply(consume) == 0);
+  CHECK(*store->CountIncoming(0) == 0);
+  CHECK(apply(consume) == 0);  // nothing left to remove: no wrap-around below zero
+  CHECK(StoredSamples(*store) == 0);
+}
+
+TEST_CASE_TEMPLATE("IncomingCount stays exact while appends, puts and deletes of the same ids race",
+                   Impl, Rocks, Fake) {
+  Impl impl;
+  ManualClock clock;
+  auto store = impl.Open(&clock);
+  constexpr int kAppenders = 2, kBatches = 40, kBatchSize = 4;
+  constexpr SampleId kIds = kAppenders * kBatches * kBatchSize;  // every id the appends assign
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kAppenders; ++t) {
+    threads.emplace_back([&, t] {
+      for (int b = 0; b < kBatches; ++b) {
+        std::vector<Sample> batch;
+        for (int i = 0; i < kBatchSize; ++i) batch.push_back(MakeSample(t * 1000 + b * 10 + i, 1));
+        failures += !store->AppendIncoming(batch).ok();
+      }
+    });
+  }
+  // Two consumers delete the same ids, each racing the other and, when ahead
+  // of the appends, the append that assigns the id.
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      for (SampleId id = 1; id + 1 <= kIds; id += 3) {
+        std::vector<Mutation> m = {{Family::kIncoming, SampleStore::IncomingKey(id), std::nullopt},
+                                   {Family::kIncoming, SampleStore::IncomingKey(id + 1), std::nullopt},
+                                   {Family::kState, "cursor", std::to_string(id)}};
+        failures += !store->Apply(m).ok();
+      }
+    });
+  }
+  // Labels put over ids stored, deleted or not assigned yet.
+  threads.emplace_back([&] {
+    for (SampleId id = 2; id <= kIds; id += 5) {
+      failures += !store->PutIncoming(id, MakeSample(static_cast<int64_t>(id), 1)).ok();
+    }
+  });
+  for (auto& t : threads) t.join();
+  CHECK(failures.load() == 0);
+  const uint64_t stored = StoredSamples(*store);
+  CHECK(stored > 0);
+  CHECK(store->IncomingCount() == stored);
+  CHECK(*store->CountIncoming(0) == stored);
+}
+
+TEST_CASE("rocksdb: IncomingCount survives a reopen: Open counts the stored samples") {
+  Rocks rocks;
+  ManualClock clock;
+  std::vector<Sample> five = {MakeSample(1, 1), MakeSample(2, 1), MakeSample(3, 1),
+                              MakeSample(4, 1), MakeSample(5, 1)};
+  {
+    auto store = rocks.Open(&clock);
+    REQUIRE(store->AppendIncoming(five).ok());
+    REQUIRE(store->Flush().ok());  // these from SST files, the rest from the WAL
+    std::vector<Mutation> m = {{Family::kIncoming, SampleStore::IncomingKey(2), std::nullopt},
+                               {Family::kIncoming, SampleStore::IncomingKey(99), std::nullopt},
+                               {Family::kIncoming, "short", "x"}};
+    REQUIRE(store->Apply(m).ok());
+    REQUIRE(store->PutIncoming(9, MakeSample(9, 1)).ok());
+    CHECK(store->IncomingCount() == 5);
+  }
+  auto store = rocks.Open(&clock);
+  CHECK(store->IncomingCount() == 5);
+  CHECK(StoredSamples(*store) == 5);
+  // Open moves the next id past the stored id 9, so new appends are all new.
+  std::vector<Sample> two = {MakeSample(6, 1), MakeSample(7, 1)};
+  auto r = store->AppendIncoming(two);
+  REQUIRE(r.ok());
+  CHECK(r->first == 10);
+  CHECK(store->IncomingCount() == 7);
+  std::vector<Mutation> consume = {{Family::kIncoming, SampleStore::IncomingKey(1), std::nullopt}};
+  REQUIRE(store->Apply(consume).ok());
+  CHECK(store->IncomingCount() == 6);
+}
+
+// The fault injection exists only in the fake.
+TEST_CASE("fake: a write that fails leaves IncomingCount as it was") {
+  ManualClock clock;
+  testing::FakeSampleStore store(&clock);
+  std::vector<Sample> two = {MakeSample(1, 1), MakeSample(2, 1)};
+  REQUIRE(store.AppendIncoming(two).ok());
+  store.FailNextWrites(3);
+  CHECK(store.AppendIncoming(two).status().code() == StatusCode::kIoError);
+  CHECK(store.PutIncoming(9, MakeSample(9, 1)).code() == StatusCode::kIoError);
+  std::vector<Mutation> del = {{Family::kIncoming, SampleStore::IncomingKey(1), std::nullopt}};
+  CHECK(store.Apply(del).code() == StatusCode::kIoError);
+  CHECK(store.IncomingCount() == 2);
+  REQUIRE(store.Apply(del).ok());
+  CHECK(store.IncomingCount() == 1);
 }
 
 }  // namespace
