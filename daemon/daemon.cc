@@ -262,26 +262,7 @@ void Daemon::RegisterRoutes() {
     auto m = models->Active();
     return m ? m->version() : int64_t{0};
   };
-  MetricsRegistry* m = metrics_.get();
-  l.serving_counters = [m] {
-    ServingCounters sc;
-    if (Family<Histogram>* h = m->FindHistogram("distilld_http_request_duration_seconds")) {
-      for (const auto& [labels, child] : h->Children()) {
-        if (labels.empty() || labels[0] != "infer") continue;
-        sc.bounds = child->bounds();
-        sc.buckets = child->BucketCounts();
-        sc.requests = child->count();
-      }
-    }
-    if (Family<Counter>* requests = m->FindCounter("distilld_http_requests_total")) {
-      for (const auto& [labels, child] : requests->Children()) {
-        if (labels.size() == 2 && labels[0] == "infer" && !labels[1].empty() && labels[1][0] == '5') {
-          sc.errors += child->value();
-        }
-      }
-    }
-    return sc;
-  };
+  l.serving_stats = serving_stats_.get();
   if (c.capture.fraction > 0) {
     const double fraction = c.capture.fraction;
     const LearningApiOptions* lo = &learning_api_;
@@ -365,6 +346,7 @@ Status Daemon::Start() {
   if (std::optional<double> acc = HoldoutAccuracy(active.metrics_json)) holdout_accuracy_->Set(*acc);
   RETURN_IF_ERROR(StartLearner(active.id).WithContext("learner"));
 
+  serving_stats_ = std::make_unique<ServingStats>(metrics_.get());
   RegisterRoutes();
   HttpServerOptions ho;
   ho.listen = c.server.listen;
@@ -375,6 +357,7 @@ Status Daemon::Start() {
   ho.limits = LimitsFrom(c.server);
   ho.router = &router_;
   ho.metrics = metrics_.get();
+  ho.requests = serving_stats_.get();
   ho.inherited = std::move(options_.listen_sockets);
   options_.listen_sockets = {};
   ASSIGN_OR_RETURN(server_, HttpServer::Create(ho));

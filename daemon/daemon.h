@@ -40,6 +40,7 @@
 #include "daemon/http/metrics.h"
 #include "daemon/serving/model_manager.h"
 #include "daemon/http/router.h"
+#include "daemon/serving/serving_stats.h"
 #include "daemon/serving/version_activator.h"
 #include "learner/distiller.h"
 #include "replaybuffer/replay_buffer.h"
@@ -113,6 +114,8 @@ class Daemon {
   config::Config config_;  // guarded by config_mu_
   DaemonOptions options_;
   std::unique_ptr<MetricsRegistry> metrics_;
+  // Before server_: the server records into it until it is destroyed.
+  std::unique_ptr<ServingStats> serving_stats_;
   std::unique_ptr<storage::SampleStore> store_;
   std::unique_ptr<storage::Registry> registry_;
   std::unique_ptr<ModelManager> models_;

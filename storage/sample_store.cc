@@ -10,8 +10,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <iterator>
+#include <map>
 #include <mutex>
-#include <set>
 
 #include "common/log.h"
 #include "storage/coding.h"
@@ -70,14 +72,31 @@ std::string BigEndian(uint64_t v) {
   return s;
 }
 
+// Sample records (8-byte keys) in "incoming" with first <= id < end; every
+// one from `first` when end is 0.
+Result<uint64_t> CountSampleKeys(rocksdb::DB* db, rocksdb::ColumnFamilyHandle* incoming,
+                                 SampleId first, SampleId end) {
+  rocksdb::ReadOptions ro = ScanOptions();
+  std::string upper = BigEndian(end);
+  rocksdb::Slice upper_slice(upper);
+  if (end != 0) ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(ro, incoming));
+  uint64_t n = 0;
+  for (it->Seek(BigEndian(first)); it->Valid(); it->Next()) {
+    if (it->key().size() == 8) ++n;
+  }
+  RETURN_IF_ERROR(FromRocks(it->status(), "count incoming"));
+  return n;
+}
+
 class RocksSampleStore final : public SampleStore {
  public:
   RocksSampleStore(rocksdb::DB* db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
                    std::shared_ptr<rocksdb::Cache> cache,
                    std::shared_ptr<rocksdb::Statistics> stats, const SampleStoreOptions& options,
-                   SampleId next_id)
+                   SampleId next_id, uint64_t incoming_count)
       : db_(db), handles_(std::move(handles)), cache_(std::move(cache)), stats_(std::move(stats)),
-        clock_(options.clock), next_id_(next_id) {
+        clock_(options.clock), incoming_count_(incoming_count), next_id_(next_id) {
     write_options_.sync = options.sync;
   }
 
@@ -108,14 +127,37 @@ class RocksSampleStore final : public SampleStore {
 
     // Reserve ids without holding the lock across the synced write, so that
     // concurrent appenders reach RocksDB together and share one WAL fsync.
+    // Their ids are new, so each adds its whole batch to the count, unless a
+    // put or delete has written past the next id: then the append may
+    // overwrite such a record, and it looks its ids up first, as the counted
+    // writes do (see Write).
     SampleId first;
+    SampleId written_ahead;
+    std::unique_lock<std::mutex> counted;
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      std::unique_lock<std::mutex> lock(mu_);
+      if (written_ahead_ >= next_id_) {
+        lock.unlock();
+        counted = std::unique_lock<std::mutex>(counted_write_mu_);
+        lock.lock();
+      }
       first = next_id_;
       next_id_ += samples.size();
-      in_flight_.insert(first);
+      written_ahead = written_ahead_;
+      in_flight_.emplace(first, first + samples.size() - 1);
     }
     IdRange range{first, first + samples.size() - 1};
+    uint64_t added = samples.size();
+    if (counted.owns_lock() && written_ahead >= first) {
+      Result<uint64_t> stored =
+          CountSampleKeys(db_, handles_[static_cast<int>(Family::kIncoming)], first,
+                          std::min(range.last, written_ahead) + 1);
+      if (!stored.ok()) {
+        EndAppend(first);
+        return stored.status();
+      }
+      added -= *stored;
+    }
     size_t bytes = framing.size() + 64 + samples.size() * 16;
     for (const Sample& s : samples) bytes += s.data.size();
     rocksdb::WriteBatch batch(bytes);  // one allocation, no regrowth copies
@@ -133,10 +175,8 @@ class RocksSampleStore final : public SampleStore {
     }
     batch.Merge(handles_[static_cast<int>(Family::kState)], kNextIdKey, BigEndian(range.last + 1));
     rocksdb::Status s = db_->Write(write_options_, &batch);
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      in_flight_.erase(first);
-    }
+    if (s.ok()) incoming_count_.fetch_add(added);
+    EndAppend(first);
     incoming_generation_.fetch_add(1);  // also on failure: cheaper than reasoning about partial states
     RETURN_IF_ERROR(FromRocks(s, "append incoming"));
     return range;
@@ -180,48 +220,22 @@ class RocksSampleStore final : public SampleStore {
 
   Status PutIncoming(SampleId id, const Sample& sample) override {
     ASSIGN_OR_RETURN(std::string value, EncodeSample(sample));
-    rocksdb::WriteBatch batch;
-    batch.Put(handles_[static_cast<int>(Family::kIncoming)], IncomingKey(id), value);
-    rocksdb::Status s = db_->Write(write_options_, &batch);
-    incoming_generation_.fetch_add(1);
-    return FromRocks(s, "put incoming");
+    const Mutation put{Family::kIncoming, IncomingKey(id), std::move(value)};
+    return Write(std::span<const Mutation>(&put, 1), "put incoming");
   }
 
   uint64_t incoming_generation() const override { return incoming_generation_.load(); }
 
   Result<uint64_t> CountIncoming(SampleId after_id) override {
     if (after_id == UINT64_MAX) return uint64_t{0};
-    SampleId limit = VisibleLimit();
-    uint64_t n = 0;
-    rocksdb::ReadOptions ro = ScanOptions();
-    std::string upper = BigEndian(limit);
-    rocksdb::Slice upper_slice(upper);
-    ro.iterate_upper_bound = &upper_slice;
-    std::unique_ptr<rocksdb::Iterator> it(
-        db_->NewIterator(ro, handles_[static_cast<int>(Family::kIncoming)]));
-    for (it->Seek(BigEndian(after_id + 1)); it->Valid(); it->Next()) {
-      if (it->key().size() == 8) ++n;
-    }
-    RETURN_IF_ERROR(FromRocks(it->status(), "count incoming"));
-    return n;
+    const SampleId limit = VisibleLimit();
+    if (after_id + 1 >= limit) return uint64_t{0};
+    return CountSampleKeys(db_, handles_[static_cast<int>(Family::kIncoming)], after_id + 1, limit);
   }
 
-  Status Apply(std::span<const Mutation> mutations) override {
-    rocksdb::WriteBatch batch;
-    bool incoming = false;
-    for (const Mutation& m : mutations) {
-      rocksdb::ColumnFamilyHandle* cf = handles_[static_cast<int>(m.family)];
-      incoming = incoming || m.family == Family::kIncoming;
-      if (m.value) {
-        batch.Put(cf, m.key, *m.value);
-      } else {
-        batch.Delete(cf, m.key);
-      }
-    }
-    rocksdb::Status s = db_->Write(write_options_, &batch);
-    if (incoming) incoming_generation_.fetch_add(1);
-    return FromRocks(s, "apply");
-  }
+  uint64_t IncomingCount() const override { return incoming_count_.load(); }
+
+  Status Apply(std::span<const Mutation> mutations) override { return Write(mutations, "apply"); }
 
   Result<std::optional<std::string>> Get(Family family, std::string_view key) override {
     std::string value;
@@ -274,7 +288,92 @@ class RocksSampleStore final : public SampleStore {
   // never see it.
   SampleId VisibleLimit() {
     std::lock_guard<std::mutex> lock(mu_);
-    return in_flight_.empty() ? next_id_ : *in_flight_.begin();
+    return in_flight_.empty() ? next_id_ : in_flight_.begin()->first;
+  }
+
+  void EndAppend(SampleId first) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      in_flight_.erase(first);
+    }
+    append_done_.notify_all();
+  }
+
+  // Apply and PutIncoming. A batch that puts or deletes incoming samples
+  // looks up which of its keys are stored before it writes, under
+  // counted_write_mu_, because a put over a stored sample and a delete of a
+  // missing one must not change the count: the learner rewrites a round's
+  // samples with teacher logits, and deletes them all when it consumes the
+  // round though the holdout split has already removed some.
+  Status Write(std::span<const Mutation> mutations, std::string_view what) {
+    rocksdb::WriteBatch batch;
+    bool incoming = false;
+    std::vector<const Mutation*> samples;
+    for (const Mutation& m : mutations) {
+      rocksdb::ColumnFamilyHandle* cf = handles_[static_cast<int>(m.family)];
+      incoming = incoming || m.family == Family::kIncoming;
+      if (m.family == Family::kIncoming && m.key.size() == 8) samples.push_back(&m);
+      if (m.value) {
+        batch.Put(cf, m.key, *m.value);
+      } else {
+        batch.Delete(cf, m.key);
+      }
+    }
+    std::unique_lock<std::mutex> counted;
+    int64_t delta = 0;
+    if (!samples.empty()) {
+      counted = std::unique_lock<std::mutex>(counted_write_mu_);
+      ASSIGN_OR_RETURN(delta, CountChange(samples));
+    }
+    rocksdb::Status s = db_->Write(write_options_, &batch);
+    // Unsigned wrap-around: adding the cast of a negative delta subtracts.
+    if (s.ok()) incoming_count_.fetch_add(static_cast<uint64_t>(delta));
+    if (incoming) incoming_generation_.fetch_add(1);
+    return FromRocks(s, what);
+  }
+
+  // How many samples `samples` (incoming mutations with SampleId keys, in
+  // batch order) add to the store as it is now; negative when they remove
+  // more. Caller holds counted_write_mu_, so no other counted write lands
+  // until it has written.
+  Result<int64_t> CountChange(const std::vector<const Mutation*>& samples) {
+    std::vector<SampleId> ids;
+    for (const Mutation* m : samples) ids.push_back(coding::GetBigEndian64(m->key));
+    const SampleId highest = *std::max_element(ids.begin(), ids.end());
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // An id not assigned yet: the append that reaches it must look it up
+      // after this write, not race it.
+      if (highest >= next_id_) written_ahead_ = std::max(written_ahead_, highest);
+      // Ids of an append in flight: whether the key is stored depends on
+      // when that append lands, so wait until it has.
+      append_done_.wait(lock, [&] { return !InFlightLocked(ids); });
+    }
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(ScanOptions(), handles_[static_cast<int>(Family::kIncoming)]));
+    std::map<std::string_view, bool> stored;  // by key, as the batch goes
+    int64_t delta = 0;
+    for (const Mutation* m : samples) {
+      auto [slot, first_seen] = stored.try_emplace(m->key, false);
+      if (first_seen) {
+        it->Seek(m->key);
+        if (!it->Valid()) RETURN_IF_ERROR(FromRocks(it->status(), "look up incoming"));
+        slot->second = it->Valid() && it->key() == rocksdb::Slice(m->key);
+      }
+      const bool after = m->value.has_value();
+      delta += static_cast<int64_t>(after) - static_cast<int64_t>(slot->second);
+      slot->second = after;
+    }
+    return delta;
+  }
+
+  // True if an append in flight covers one of `ids`.
+  bool InFlightLocked(const std::vector<SampleId>& ids) const {
+    for (SampleId id : ids) {
+      auto it = in_flight_.upper_bound(id);
+      if (it != in_flight_.begin() && std::prev(it)->second >= id) return true;
+    }
+    return false;
   }
 
   void CountCorrupt(const std::string& what) {
@@ -289,11 +388,20 @@ class RocksSampleStore final : public SampleStore {
   Clock* clock_;
   rocksdb::WriteOptions write_options_;
   std::atomic<uint64_t> corrupt_{0};
-
-  std::mutex mu_;
-  SampleId next_id_;             // guarded by mu_
+  std::atomic<uint64_t> incoming_count_;
   std::atomic<uint64_t> incoming_generation_{0};
-  std::set<SampleId> in_flight_;  // first ids of unfinished appends; guarded by mu_
+
+  // Held from look-up to write by a write whose change to incoming_count_
+  // depends on what is stored (see Write, and an append that may overwrite a
+  // record written ahead), so no other such write lands in between. Taken
+  // before mu_.
+  std::mutex counted_write_mu_;
+  std::mutex mu_;
+  std::condition_variable append_done_;  // an append left in_flight_; waits hold mu_
+  SampleId next_id_;                     // guarded by mu_
+  // Highest id that a counted write touched at or past next_id_; guarded by mu_.
+  SampleId written_ahead_ = 0;
+  std::map<SampleId, SampleId> in_flight_;  // first -> last id of unfinished appends; guarded by mu_
 };
 
 }  // namespace
@@ -394,9 +502,16 @@ Result<std::unique_ptr<SampleStore>> SampleStore::Open(const SampleStoreOptions&
       next_id = std::max<SampleId>(next_id, coding::GetBigEndian64({it->key().data(), 8}) + 1);
     }
   }
+  // The one scan of "incoming" the count costs; writes keep it from here on.
+  Result<uint64_t> incoming = CountSampleKeys(db, handles[static_cast<int>(Family::kIncoming)], 0, 0);
+  if (!incoming.ok()) {
+    for (auto* h : handles) db->DestroyColumnFamilyHandle(h);
+    delete db;
+    return incoming.status().WithContext("open sample store at " + opts.path);
+  }
   return std::unique_ptr<SampleStore>(
       new RocksSampleStore(db, std::move(handles), std::move(cache), std::move(stats), opts,
-                           next_id));
+                           next_id, *incoming));
 }
 
 }  // namespace distilld::storage

@@ -90,6 +90,15 @@ class SampleStore {
   // Number of samples in "incoming" with id > after_id (approximate is not
   // allowed: it is exact, by iteration over keys only).
   virtual Result<uint64_t> CountIncoming(SampleId after_id) = 0;
+  // Number of samples in "incoming" (records with a SampleId key, readable
+  // or not), without reading RocksDB: counted once by Open, so it survives a
+  // restart, then kept by every write that adds or removes one; a put over an
+  // existing id and a delete of a missing one leave it unchanged. Exact: each
+  // write's change is added once the write is stored, so a call that races a
+  // write sees the count from before or after it. Unlike CountIncoming(0) it
+  // includes stored records the cursor readers do not see yet: those after an
+  // append still in flight, and records put past the last assigned id.
+  virtual uint64_t IncomingCount() const = 0;
   // Changes after every write to "incoming" (append, put, or an Apply that
   // touches it), and only then. CountIncoming iterates every pending sample,
   // so a poller that read the generation before counting may reuse its count
@@ -97,6 +106,9 @@ class SampleStore {
   virtual uint64_t incoming_generation() const = 0;
 
   // Raw access for components that own their keys (replaybuffer/, learner/).
+  // A batch that puts or deletes incoming samples also looks those keys up,
+  // to keep IncomingCount, and is not written concurrently with another such
+  // batch (appends still share WAL syncs with it and with each other).
   virtual Status Apply(std::span<const Mutation> mutations) = 0;
   virtual Result<std::optional<std::string>> Get(Family family, std::string_view key) = 0;
   // Calls fn(key, value) for each record with key >= start in key order until

@@ -27,7 +27,7 @@ struct Api {
   Counter* rollbacks = nullptr;
 
   std::mutex stats_mu;
-  ServingCounters last;   // guarded by stats_mu
+  ServingSnapshot last;   // guarded by stats_mu
   int64_t last_us = 0;    // guarded by stats_mu
   double rps = 0, p50_ms = 0, p99_ms = 0;  // guarded by stats_mu
 };

@@ -20,6 +20,7 @@
 #include "daemon/serving/kserve_codec.h"
 #include "daemon/http/metrics.h"
 #include "daemon/http/router.h"
+#include "daemon/serving/serving_stats.h"
 #include "daemon/serving/version_activator.h"
 #include "learner/distiller.h"
 #include "replaybuffer/replay_buffer.h"
@@ -27,15 +28,6 @@
 #include "storage/sample_store.h"
 
 namespace distilld::daemon {
-
-// Cumulative request counts and latency buckets of the inference endpoint,
-// from which /v1/stats derives recent rates and percentiles.
-struct ServingCounters {
-  std::vector<double> bounds;     // histogram upper bounds, seconds
-  std::vector<uint64_t> buckets;  // per-bucket counts, last = +Inf
-  uint64_t requests = 0;
-  uint64_t errors = 0;  // 5xx answers of the inference endpoint
-};
 
 struct LearningApiOptions {
   ModelSignature model;
@@ -50,7 +42,7 @@ struct LearningApiOptions {
   MetricsRegistry* metrics = nullptr;             // optional
   Clock* clock = nullptr;                         // default Clock::Real()
   std::function<int64_t()> active_version;        // served version, for /v1/stats
-  std::function<ServingCounters()> serving_counters;  // optional
+  const ServingStats* serving_stats = nullptr;    // optional: without it /v1/stats counts no requests
 };
 
 void RegisterLearningApi(const LearningApiOptions& options, Router* router);

@@ -34,8 +34,8 @@ double Quantile(const std::vector<double>& bounds, const std::vector<uint64_t>& 
 }  // namespace
 
 void GetStats(Api* api, const HttpRequest&, const RouteParams&, Responder respond) {
-  ServingCounters now;
-  if (api->o.serving_counters) now = api->o.serving_counters();
+  ServingSnapshot now;
+  if (api->o.serving_stats != nullptr) now = api->o.serving_stats->Inference();
   const int64_t t = api->o.clock->MonotonicMicros();
   double rps, p50, p99;
   {

@@ -212,20 +212,4 @@ std::string MetricsRegistry::Render() const {
   return out;
 }
 
-Family<Counter>* MetricsRegistry::FindCounter(std::string_view name) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& f : counters_) {
-    if (f->name_ == name) return f.get();
-  }
-  return nullptr;
-}
-
-Family<Histogram>* MetricsRegistry::FindHistogram(std::string_view name) const {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& f : histograms_) {
-    if (f->name_ == name) return f.get();
-  }
-  return nullptr;
-}
-
 }  // namespace distilld::daemon

@@ -21,7 +21,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <string_view>
 #include <vector>
 
 namespace distilld::daemon {
@@ -116,11 +115,6 @@ class MetricsRegistry {
   Family<Histogram>* RegisterHistogram(std::string name, std::string help, std::vector<double> bounds,
                                        std::vector<std::string> label_names = {});
   void AddCollector(Collector collector);
-
-  // A family registered earlier under `name`, or null. For readers of values
-  // another component registered (e.g. /v1/stats reading the HTTP latency).
-  Family<Counter>* FindCounter(std::string_view name) const;
-  Family<Histogram>* FindHistogram(std::string_view name) const;
 
   // The whole exposition, families in registration order, then collectors.
   std::string Render() const;

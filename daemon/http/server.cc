@@ -136,15 +136,9 @@ class HttpServerImpl final : public HttpServer {
       work_.push_back(net::make_work_guard(*loops_.back()));
     }
     core_->router = options.router;
+    core_->requests = options.requests;
     SetLimits(options.limits);
     if (options.metrics != nullptr) {
-      core_->requests = options.metrics->RegisterCounter(
-          "distilld_http_requests_total", "HTTP requests answered, by endpoint and status code.",
-          {"endpoint", "code"});
-      core_->latency = options.metrics->RegisterHistogram(
-          "distilld_http_request_duration_seconds",
-          "Time from a request's first byte to its response being queued for writing.",
-          ExponentialBuckets(50e-6, 2, 16), {"endpoint"});
       core_->open_gauge =
           options.metrics->RegisterGauge("distilld_http_open_connections", "Open client connections.")->Get();
       core_->refused = options.metrics

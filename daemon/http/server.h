@@ -15,8 +15,8 @@
 // closes. Connections beyond max_connections get a 503 and are closed.
 //
 // Thread-safety: all methods may be called from any thread. The server owns
-// its io_context, threads, acceptors and sessions; the Router and the
-// MetricsRegistry are not owned and must outlive it.
+// its io_context, threads, acceptors and sessions; the Router, the
+// MetricsRegistry and the RequestObserver are not owned and must outlive it.
 #pragma once
 
 #include <chrono>
@@ -27,6 +27,7 @@
 #include "common/status.h"
 #include "daemon/http/listen_fds.h"
 #include "daemon/http/metrics.h"
+#include "daemon/http/request_observer.h"
 #include "daemon/http/router.h"
 
 namespace distilld::daemon {
@@ -65,8 +66,11 @@ struct HttpServerOptions {
   HttpLimits limits;
   // Required; not owned.
   const Router* router = nullptr;
-  // Optional; not owned. Gets request counters and latency histograms.
+  // Optional; not owned. Gets the open and refused connection metrics.
   MetricsRegistry* metrics = nullptr;
+  // Optional; not owned; must outlive the server. Counts every answered
+  // request, with its latency (the daemon passes its ServingStats).
+  RequestObserver* requests = nullptr;
 };
 
 class HttpServer {

@@ -54,8 +54,7 @@ struct SessionCore {
   std::atomic<int> max_connections{0};
   std::atomic<bool> draining{false};
 
-  Family<Counter>* requests = nullptr;        // {endpoint, code}
-  Family<Histogram>* latency = nullptr;       // {endpoint}
+  RequestObserver* requests = nullptr;  // counts every answered request; may be null
   Gauge* open_gauge = nullptr;
   Counter* refused = nullptr;
 
@@ -275,15 +274,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     unsigned code = res.result_int();
     double seconds = static_cast<double>(Clock::Real()->MonotonicMicros() - start_us_) / 1e6;
     if (endpoint_ != recorded_endpoint_ || code != recorded_code_) {
-      // Looking a child up takes the family's mutex; a connection mostly
-      // repeats the same endpoint and code, so keep the last pair.
+      // Looking a series up takes a mutex; a connection mostly repeats the
+      // same endpoint and code, so keep the last pair's.
       recorded_endpoint_ = endpoint_;
       recorded_code_ = code;
-      recorded_counter_ = core_->requests ? core_->requests->WithLabels({endpoint_, std::to_string(code)}) : nullptr;
-      recorded_latency_ = core_->latency ? core_->latency->WithLabels({endpoint_}) : nullptr;
+      recorded_ = core_->requests ? core_->requests->Series(endpoint_, code) : RequestSeries{};
     }
-    if (recorded_counter_ != nullptr) recorded_counter_->Increment();
-    if (recorded_latency_ != nullptr) recorded_latency_->Observe(seconds);
+    if (recorded_.answered != nullptr) recorded_.answered->Increment();
+    if (recorded_.latency != nullptr) recorded_.latency->Observe(seconds);
     if (code >= 500) {
       LOG(kWarning) << method_ << " " << target_ << " " << code << " " << res.body();
     } else {
@@ -352,8 +350,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool linger_ = false;
   std::string recorded_endpoint_;
   unsigned recorded_code_ = 0;
-  Counter* recorded_counter_ = nullptr;
-  Histogram* recorded_latency_ = nullptr;
+  RequestSeries recorded_;
 };
 
 }  // namespace distilld::daemon::internal

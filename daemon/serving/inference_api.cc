@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "daemon/http/json_util.h"
+#include "daemon/serving/serving_stats.h"
 
 #ifndef DISTILLD_VERSION
 #define DISTILLD_VERSION "0.1.0"
@@ -36,8 +37,10 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
     r->Add(HttpVerb::get, "/v2/models/{name}/ready", "model_ready", bind(&InferenceApi::ModelReady));
     r->Add(HttpVerb::get, "/v2/models/{name}/versions/{version}/ready", "model_ready",
            bind(&InferenceApi::ModelReady));
-    r->Add(HttpVerb::post, "/v2/models/{name}/infer", "infer", bind(&InferenceApi::Infer), o_.infer_access);
-    r->Add(HttpVerb::post, "/v2/models/{name}/versions/{version}/infer", "infer", bind(&InferenceApi::Infer),
+    // ServingStats sums up the infer endpoint's requests by this name.
+    const std::string infer(ServingStats::kInferEndpoint);
+    r->Add(HttpVerb::post, "/v2/models/{name}/infer", infer, bind(&InferenceApi::Infer), o_.infer_access);
+    r->Add(HttpVerb::post, "/v2/models/{name}/versions/{version}/infer", infer, bind(&InferenceApi::Infer),
            o_.infer_access);
   }
 

@@ -101,6 +101,14 @@ TEST_CASE("serving: health, metadata, infer (JSON, binary, Unix socket) and metr
   CHECK(m.body.find("distilld_batch_size_bucket") != std::string::npos);
   CHECK(m.body.find("distilld_batch_queue_duration_seconds_bucket") != std::string::npos);
   CHECK(m.body.find("distilld_http_request_duration_seconds_bucket{endpoint=\"infer\"") != std::string::npos);
+  // /v1/stats reads the same record of infer requests as /metrics.
+  const auto infer_total = static_cast<int64_t>(
+      MetricValue(m.body, R"(distilld_http_request_duration_seconds_count{endpoint="infer"})"));
+  CHECK(infer_total >= 10);
+  auto stats = c.Get("/v1/stats");
+  REQUIRE(stats.status == 200);
+  CHECK(stats.body.find("\"requests_total\":" + std::to_string(infer_total) + ",\"errors\":0,") !=
+        std::string::npos);
   // promtool (Debian package prometheus) lints the exposition.
   std::ofstream(dir.str("metrics.txt")) << m.body;
   REQUIRE(::access("/usr/bin/promtool", X_OK) == 0);

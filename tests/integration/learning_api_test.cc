@@ -441,6 +441,7 @@ TEST_CASE("parameters.holdout seeds the held-out set with labelled samples, neve
   CHECK(env.daemon->holdout()->ClassCounts().at(0) == 10);
   rapidjson::Document learner = Parse(c.Get("/v1/learner").body);
   CHECK(learner["holdout"]["size"].GetUint64() == 30);
+  CHECK(learner["samples_waiting"].GetUint64() == 0);
 
   std::vector<int64_t> unlabelled = y;
   unlabelled[4] = -1;
@@ -455,6 +456,7 @@ TEST_CASE("parameters.holdout seeds the held-out set with labelled samples, neve
   Reply plain = c.Post("/v1/samples", with_params(SamplesJson(x, y), R"({"holdout":false})"));
   CHECK(plain.status == 200);
   CHECK(env.Waiting() == 30);
+  CHECK(Parse(c.Get("/v1/learner").body)["samples_waiting"].GetUint64() == 30);
 }
 
 TEST_CASE("end to end: learn a new class under load, then roll back, with zero failed requests") {

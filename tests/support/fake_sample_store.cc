@@ -70,7 +70,9 @@ Result<storage::IdRange> FakeSampleStore::AppendIncoming(std::span<const Sample>
   if (TakeFailureLocked()) return InjectedFailure("append incoming");
   Records& incoming = FamilyLocked(Family::kIncoming);
   for (size_t i = 0; i < values.size(); ++i) {
-    incoming.insert_or_assign(SampleStore::IncomingKey(range.first + i), std::move(values[i]));
+    // Not always new: a put may have written past the next id.
+    const std::string key = SampleStore::IncomingKey(range.first + i);
+    incoming_count_ += incoming.insert_or_assign(key, std::move(values[i])).second;
   }
   // max(), like the real store's merge operator: an Apply may have put any
   // value there.
@@ -125,7 +127,8 @@ Status FakeSampleStore::PutIncoming(SampleId id, const Sample& sample) {
   std::lock_guard<std::mutex> lock(mu_);
   ++incoming_generation_;
   if (TakeFailureLocked()) return InjectedFailure("put incoming");
-  FamilyLocked(Family::kIncoming).insert_or_assign(SampleStore::IncomingKey(id), std::move(value));
+  Records& incoming = FamilyLocked(Family::kIncoming);
+  incoming_count_ += incoming.insert_or_assign(SampleStore::IncomingKey(id), std::move(value)).second;
   return Status::Ok();
 }
 
@@ -142,6 +145,11 @@ Result<uint64_t> FakeSampleStore::CountIncoming(SampleId after_id) {
     if (it->first.size() == 8) ++n;
   }
   return n;
+}
+
+uint64_t FakeSampleStore::IncomingCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return incoming_count_;
 }
 
 uint64_t FakeSampleStore::incoming_generation() const {
@@ -161,10 +169,13 @@ Status FakeSampleStore::Apply(std::span<const storage::Mutation> mutations) {
   // In order, so a later mutation of the same key wins, as in a WriteBatch.
   for (const storage::Mutation& m : mutations) {
     Records& records = FamilyLocked(m.family);
+    const bool sample = m.family == Family::kIncoming && m.key.size() == 8;
     if (m.value) {
-      records.insert_or_assign(m.key, *m.value);
+      const bool added = records.insert_or_assign(m.key, *m.value).second;
+      if (sample && added) ++incoming_count_;
     } else if (auto it = records.find(m.key); it != records.end()) {
       records.erase(it);
+      if (sample) --incoming_count_;
     }
   }
   return Status::Ok();

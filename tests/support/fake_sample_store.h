@@ -1,7 +1,7 @@
 // An in-memory storage::SampleStore for unit tests.
 //
 // Fast unit tests may use it instead of RocksDB because it passes the same
-// contract tests as the real store (tests/storage/sample_store_contract_test.cc).
+// contract tests as the real store (tests/storage/sample_store_contract_*.cc).
 // Behaviour that a unit test can observe through the SampleStore interface
 // matches the real store; durability (fsync, reopen) and RocksDB tuning do not
 // exist here and stay covered by the RocksDB tests.
@@ -47,6 +47,7 @@ class FakeSampleStore final : public storage::SampleStore {
   Result<storage::Sample> GetIncoming(storage::SampleId id) override;
   Status PutIncoming(storage::SampleId id, const storage::Sample& sample) override;
   Result<uint64_t> CountIncoming(storage::SampleId after_id) override;
+  uint64_t IncomingCount() const override;
   uint64_t incoming_generation() const override;
 
   Status Apply(std::span<const storage::Mutation> mutations) override;
@@ -85,6 +86,7 @@ class FakeSampleStore final : public storage::SampleStore {
   mutable std::mutex mu_;
   std::array<Records, 4> families_;   // indexed by Family; guarded by mu_
   storage::SampleId next_id_ = 1;     // guarded by mu_
+  uint64_t incoming_count_ = 0;       // records with 8-byte keys in "incoming"; guarded by mu_
   uint64_t incoming_generation_ = 0;  // guarded by mu_
   uint64_t corrupt_ = 0;              // guarded by mu_
   int failures_pending_ = 0;          // guarded by mu_
