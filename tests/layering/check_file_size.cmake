@@ -1,0 +1,28 @@
+# Fails when a C++ source or header of the project is over 600 lines: a file
+# that long holds more than one concern (docs/architecture.md, "rooms").
+# Run: cmake -DSOURCE_DIR=<repo> -P tests/layering/check_file_size.cmake
+cmake_minimum_required(VERSION 3.25)
+set(limit 600)
+set(too_long 0)
+set(checked 0)
+foreach(folder common config storage replaybuffer learner daemon tests bench)
+  file(GLOB_RECURSE files RELATIVE ${SOURCE_DIR} ${SOURCE_DIR}/${folder}/*.h ${SOURCE_DIR}/${folder}/*.cc)
+  foreach(file IN LISTS files)
+    math(EXPR checked "${checked} + 1")
+    # file(STRINGS) would drop empty lines; count newlines.
+    file(READ ${SOURCE_DIR}/${file} text)
+    string(REGEX MATCHALL "\n" newlines "${text}")
+    list(LENGTH newlines n)
+    if(n GREATER limit)
+      message(SEND_ERROR "${file}: ${n} lines (limit ${limit})")
+      math(EXPR too_long "${too_long} + 1")
+    endif()
+  endforeach()
+endforeach()
+if(checked LESS 100)
+  message(FATAL_ERROR "only ${checked} files found under ${SOURCE_DIR}: wrong SOURCE_DIR?")
+endif()
+if(too_long GREATER 0)
+  message(FATAL_ERROR "${too_long} file(s) over ${limit} lines")
+endif()
+message(STATUS "file size: ${checked} files, none over ${limit} lines")
