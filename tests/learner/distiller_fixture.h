@@ -1,6 +1,7 @@
 // Shared by the distiller tests: a small synthetic task (Gaussian blobs), a
-// teacher for it, and a fixture with a real RocksDB store and SQLite
-// registry in a temp dir.
+// teacher for it, and a fixture whose store and registry are the in-memory
+// fakes of tests/support (which pass the same contract tests as RocksDB and
+// SQLite) or, for the tests that say so, the real ones in a temp dir.
 #pragma once
 
 #include "tests/learner/torch_doctest.h"
@@ -25,6 +26,8 @@
 #include "learner/distiller.h"
 #include "learner/model/model_io.h"
 #include "learner/train_step.h"
+#include "tests/support/fake_registry.h"
+#include "tests/support/fake_sample_store.h"
 #include "tests/support/temp_dir.h"
 
 namespace distilld::learner::distiller_test {
@@ -83,6 +86,9 @@ inline torch::jit::Module BlobTeacher() {
   return t;
 }
 
+// The fakes by default: most tests are about the learner, not the disk.
+enum class Backend { kFake, kReal };
+
 struct Fixture {
   testing::TempDir dir;
   ManualClock clock;
@@ -95,16 +101,21 @@ struct Fixture {
   storage::VersionRecord initial;
 
   // student_path: the initial student's file ("" = a built-in MLP 4-8-3).
-  explicit Fixture(const std::string& student_path = "") {
-    storage::SampleStoreOptions so;
-    so.path = dir.str("samples");
-    so.sync = false;
-    so.clock = &clock;
-    store = std::move(storage::SampleStore::Open(so)).value();
-    storage::RegistryOptions ro;
-    ro.path = dir.str("registry.sqlite");
-    ro.clock = &clock;
-    registry = std::move(storage::Registry::Open(ro)).value();
+  explicit Fixture(const std::string& student_path = "", Backend backend = Backend::kFake) {
+    if (backend == Backend::kFake) {
+      store = testing::NewFakeSampleStore(&clock);
+      registry = testing::NewFakeRegistry(&clock);
+    } else {
+      storage::SampleStoreOptions so;
+      so.path = dir.str("samples");
+      so.sync = false;
+      so.clock = &clock;
+      store = std::move(storage::SampleStore::Open(so)).value();
+      storage::RegistryOptions ro;
+      ro.path = dir.str("registry.sqlite");
+      ro.clock = &clock;
+      registry = std::move(storage::Registry::Open(ro)).value();
+    }
     replaybuffer::ReplayBufferOptions bo;
     bo.capacity = 200;
     bo.policy = replaybuffer::Policy::kClassBalanced;
