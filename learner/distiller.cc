@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/enum_names.h"
 #include "learner/round.h"
 #include "learner/round_settings.h"
 
@@ -504,27 +505,22 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
 
 }  // namespace
 
-std::string_view LearnerStateName(LearnerState state) {
-  switch (state) {
-    case LearnerState::kStopped: return "stopped";
-    case LearnerState::kIdle: return "idle";
-    case LearnerState::kReading: return "reading";
-    case LearnerState::kTeacher: return "teacher";
-    case LearnerState::kTraining: return "training";
-    case LearnerState::kEvaluating: return "evaluating";
-    case LearnerState::kSaving: return "saving";
-    case LearnerState::kConsuming: return "consuming";
-  }
-  return "unknown";
-}
+namespace {
 
+constexpr EnumNames<LearnerState, 8> kLearnerStateNames{{{LearnerState::kStopped, "stopped"},
+                                                         {LearnerState::kIdle, "idle"},
+                                                         {LearnerState::kReading, "reading"},
+                                                         {LearnerState::kTeacher, "teacher"},
+                                                         {LearnerState::kTraining, "training"},
+                                                         {LearnerState::kEvaluating, "evaluating"},
+                                                         {LearnerState::kSaving, "saving"},
+                                                         {LearnerState::kConsuming, "consuming"}}};
+
+}  // namespace
+
+std::string_view LearnerStateName(LearnerState state) { return EnumName(kLearnerStateNames, state); }
 Result<LearnerState> ParseLearnerState(std::string_view name) {
-  for (auto s : {LearnerState::kStopped, LearnerState::kIdle, LearnerState::kReading, LearnerState::kTeacher,
-                 LearnerState::kTraining, LearnerState::kEvaluating, LearnerState::kSaving,
-                 LearnerState::kConsuming}) {
-    if (LearnerStateName(s) == name) return s;
-  }
-  return Status::InvalidArgument("unknown learner state \"" + std::string(name) + "\"");
+  return ParseEnum(kLearnerStateNames, name, "learner state");
 }
 
 Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(DistillerOptions o) {

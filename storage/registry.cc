@@ -4,6 +4,7 @@
 
 #include <mutex>
 
+#include "common/enum_names.h"
 #include "common/log.h"
 
 namespace distilld::storage {
@@ -485,67 +486,40 @@ class SqliteRegistry final : public Registry {
 
 }  // namespace
 
-std::string_view VersionStatusName(VersionStatus status) {
-  switch (status) {
-    case VersionStatus::kCandidate: return "candidate";
-    case VersionStatus::kActive: return "active";
-    case VersionStatus::kRetired: return "retired";
-    case VersionStatus::kRejected: return "rejected";
-  }
-  return "unknown";
-}
+namespace {
 
-std::string_view RoundOutcomeName(RoundOutcome outcome) {
-  switch (outcome) {
-    case RoundOutcome::kRunning: return "running";
-    case RoundOutcome::kQueued: return "queued";
-    case RoundOutcome::kPromoted: return "promoted";
-    case RoundOutcome::kRejected: return "rejected";
-    case RoundOutcome::kAborted: return "aborted";
-    case RoundOutcome::kFailed: return "failed";
-    case RoundOutcome::kSkipped: return "skipped";
-  }
-  return "unknown";
-}
+constexpr EnumNames<VersionStatus, 4> kVersionStatusNames{{{VersionStatus::kCandidate, "candidate"},
+                                                           {VersionStatus::kActive, "active"},
+                                                           {VersionStatus::kRetired, "retired"},
+                                                           {VersionStatus::kRejected, "rejected"}}};
+constexpr EnumNames<RoundOutcome, 7> kRoundOutcomeNames{{{RoundOutcome::kRunning, "running"},
+                                                         {RoundOutcome::kQueued, "queued"},
+                                                         {RoundOutcome::kPromoted, "promoted"},
+                                                         {RoundOutcome::kRejected, "rejected"},
+                                                         {RoundOutcome::kAborted, "aborted"},
+                                                         {RoundOutcome::kFailed, "failed"},
+                                                         {RoundOutcome::kSkipped, "skipped"}}};
+constexpr EnumNames<EventKind, 8> kEventKindNames{{{EventKind::kSwap, "swap"},
+                                                   {EventKind::kActivate, "activate"},
+                                                   {EventKind::kRollback, "rollback"},
+                                                   {EventKind::kReject, "reject"},
+                                                   {EventKind::kRoundAborted, "round_aborted"},
+                                                   {EventKind::kError, "error"},
+                                                   {EventKind::kConfigReload, "config_reload"},
+                                                   {EventKind::kConfigRestartNeeded, "config_restart_needed"}}};
 
-Result<RoundOutcome> ParseRoundOutcome(std::string_view name) {
-  for (auto o : {RoundOutcome::kRunning, RoundOutcome::kQueued, RoundOutcome::kPromoted, RoundOutcome::kRejected,
-                 RoundOutcome::kAborted, RoundOutcome::kFailed, RoundOutcome::kSkipped}) {
-    if (RoundOutcomeName(o) == name) return o;
-  }
-  return Status::InvalidArgument("unknown round outcome \"" + std::string(name) + "\"");
-}
+}  // namespace
 
-std::string_view EventKindName(EventKind kind) {
-  switch (kind) {
-    case EventKind::kSwap: return "swap";
-    case EventKind::kActivate: return "activate";
-    case EventKind::kRollback: return "rollback";
-    case EventKind::kReject: return "reject";
-    case EventKind::kRoundAborted: return "round_aborted";
-    case EventKind::kError: return "error";
-    case EventKind::kConfigReload: return "config_reload";
-    case EventKind::kConfigRestartNeeded: return "config_restart_needed";
-  }
-  return "unknown";
-}
-
-Result<EventKind> ParseEventKind(std::string_view name) {
-  for (auto k : {EventKind::kSwap, EventKind::kActivate, EventKind::kRollback, EventKind::kReject,
-                 EventKind::kRoundAborted, EventKind::kError, EventKind::kConfigReload,
-                 EventKind::kConfigRestartNeeded}) {
-    if (EventKindName(k) == name) return k;
-  }
-  return Status::InvalidArgument("unknown event kind \"" + std::string(name) + "\"");
-}
-
+std::string_view VersionStatusName(VersionStatus status) { return EnumName(kVersionStatusNames, status); }
 Result<VersionStatus> ParseVersionStatus(std::string_view name) {
-  for (auto s : {VersionStatus::kCandidate, VersionStatus::kActive, VersionStatus::kRetired,
-                 VersionStatus::kRejected}) {
-    if (VersionStatusName(s) == name) return s;
-  }
-  return Status::InvalidArgument("unknown version status \"" + std::string(name) + "\"");
+  return ParseEnum(kVersionStatusNames, name, "version status");
 }
+std::string_view RoundOutcomeName(RoundOutcome outcome) { return EnumName(kRoundOutcomeNames, outcome); }
+Result<RoundOutcome> ParseRoundOutcome(std::string_view name) {
+  return ParseEnum(kRoundOutcomeNames, name, "round outcome");
+}
+std::string_view EventKindName(EventKind kind) { return EnumName(kEventKindNames, kind); }
+Result<EventKind> ParseEventKind(std::string_view name) { return ParseEnum(kEventKindNames, name, "event kind"); }
 
 Result<std::unique_ptr<Registry>> Registry::Open(const RegistryOptions& options) {
   if (options.path.empty()) return Status::InvalidArgument("registry: path is required");
