@@ -46,7 +46,7 @@ struct ServerConfig {
   uint64_t max_header_bytes = 8192;        // 431 above it
   int64_t read_timeout_ms = 10000;         // per request, re-armed before every read
   int64_t idle_timeout_ms = 60000;         // keep-alive idle limit
-  int max_connections = 1024;              // further connections are refused
+  int max_connections = 1024;              // then the longest-waiting connection makes room, or 503
   int64_t drain_timeout_ms = 10000;        // graceful shutdown bound
   std::string auth_token_file;             // "" = no auth; else Bearer token needed on /v1 POSTs
   bool auth_inference = false;             // also require the token for inference
@@ -95,6 +95,9 @@ struct StorageConfig {
   uint64_t block_cache_mb = 16;
   uint64_t write_buffer_mb = 8;
   bool sync = true;  // fsync before acknowledging; only benchmarks turn it off
+  // Writes (ingest, learner rounds, version saves) are refused while the
+  // state dir's filesystem would have less than this free (storage/free_space.h).
+  uint64_t min_free_mb = 256;
 };
 
 struct ReplayConfig {

@@ -89,6 +89,7 @@ std::vector<Leaf> BuildLeaves() {
       DISTILLD_FIELD(storage.block_cache_mb, kRestart, UInt, 1, 1 << 16),
       DISTILLD_FIELD(storage.write_buffer_mb, kRestart, UInt, 1, 1 << 12),
       DISTILLD_FIELD(storage.sync, kRestart, Bool),
+      DISTILLD_FIELD(storage.min_free_mb, kImmediate, UInt, 0, 1 << 24),
 
       // The buffer and the held-out set are sized when they are opened.
       DISTILLD_FIELD(replay.policy, kRestart, Enum, ParseReplayPolicy),

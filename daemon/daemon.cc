@@ -1,6 +1,5 @@
 #include "daemon/daemon.h"
 
-#include <rapidjson/document.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -56,16 +55,9 @@ std::vector<int64_t> WarmupSizes(int max_batch) {
 }
 
 // Held-out accuracy the learner recorded for a version, if it has one.
-std::optional<double> HoldoutAccuracy(const std::string& metrics_json) {
-  rapidjson::Document d;
-  d.Parse(metrics_json.c_str());
-  if (d.HasParseError() || !d.IsObject() || !d.HasMember("candidate") || !d["candidate"].IsObject()) {
-    return std::nullopt;
-  }
-  const auto& e = d["candidate"];
-  if (!e.HasMember("labelled") || !e["labelled"].IsNumber() || e["labelled"].GetDouble() <= 0) return std::nullopt;
-  if (!e.HasMember("accuracy") || !e["accuracy"].IsNumber()) return std::nullopt;
-  return e["accuracy"].GetDouble();
+std::optional<double> HoldoutAccuracy(const storage::VersionMetrics& metrics) {
+  if (!metrics.evaluation || metrics.evaluation->candidate.labelled <= 0) return std::nullopt;
+  return metrics.evaluation->candidate.accuracy;
 }
 
 void AppendMetric(std::string* out, const char* name, const char* type, const char* help) {
@@ -106,7 +98,10 @@ Status Daemon::OpenState() {
   fs::create_directories(state / "models", ec);
   if (ec) return Status::IoError("cannot create " + (state / "models").string() + ": " + ec.message());
 
+  free_space_ = std::make_unique<storage::FreeSpaceFloor>(state.string(), c.storage.min_free_mb << 20,
+                                                         options_.free_bytes_probe);
   storage::SampleStoreOptions so;
+  so.free_space = free_space_.get();
   so.path = (state / "samples").string();
   so.block_cache_bytes = c.storage.block_cache_mb << 20;
   so.write_buffer_bytes = c.storage.write_buffer_mb << 20;
@@ -150,13 +145,18 @@ Status Daemon::StartLearner(int64_t active_version) {
                   << " (set model.teacher, or run `distilld train-teacher`)";
     return Status::Ok();
   }
-  ASSIGN_OR_RETURN(torch::jit::Module teacher, learner::LoadModel(teacher_path));
+  Result<torch::jit::Module> loaded = learner::LoadModel(teacher_path);
+  if (!loaded.ok()) return loaded.status().WithContext("model.teacher");
+  torch::jit::Module teacher = std::move(loaded).value();
+  RETURN_IF_ERROR(learner::CheckSignature(teacher, c.model.input_shape, c.model.classes)
+                      .WithContext("model.teacher: " + teacher_path));
   learner::DistillerOptions d;
   d.learner = c.learner;
   d.replay = c.replay;
   d.state_dir = c.storage.state_dir;
   d.store = store_.get();
   d.registry = registry_.get();
+  d.free_space = free_space_.get();
   d.buffer = buffer_.get();
   d.holdout = holdout_.get();
   d.publisher = activator_.get();
@@ -204,6 +204,15 @@ void Daemon::RegisterLearnerMetrics() {
                           ->Get();
   replaybuffer::ReplayBuffer* buffer = buffer_.get();
   replaybuffer::HoldoutSet* holdout = holdout_.get();
+  const storage::FreeSpaceFloor* floor = free_space_.get();
+  metrics_->AddCollector([floor](std::string* out) {
+    AppendMetric(out, "distilld_storage_free_bytes", "gauge",
+                 "Free bytes on the state dir's filesystem; writes stop at storage.min_free_mb.");
+    Result<uint64_t> free = floor->FreeBytes();
+    *out += "distilld_storage_free_bytes " + (free.ok() ? std::to_string(*free) : std::string("NaN")) + "\n";
+    AppendMetric(out, "distilld_storage_min_free_bytes", "gauge", "The storage.min_free_mb floor, in bytes.");
+    *out += "distilld_storage_min_free_bytes " + std::to_string(floor->min_free_bytes()) + "\n";
+  });
   metrics_->AddCollector([buffer, holdout](std::string* out) {
     replaybuffer::BufferStats b = buffer->Stats();
     AppendMetric(out, "distilld_replay_buffer_samples", "gauge", "Samples in the replay buffer.");
@@ -310,7 +319,7 @@ Status Daemon::Start() {
                   c.model.architecture.channels};
   initial.seed = c.learner.seed;
   ASSIGN_OR_RETURN(std::unique_ptr<learner::VersionStore> versions,
-                   learner::VersionStore::Create({c.storage.state_dir, registry_.get()}));
+                   learner::VersionStore::Create({c.storage.state_dir, registry_.get(), free_space_.get()}));
   ASSIGN_OR_RETURN(storage::VersionRecord active, versions->LoadOrCreateInitial(initial));
   RETURN_IF_ERROR(models_->Publish(active));
 
@@ -336,14 +345,14 @@ Status Daemon::Start() {
   Gauge** holdout_accuracy = &holdout_accuracy_;
   activator_ = std::make_unique<VersionActivator>(
       models_.get(), registry_.get(), [holdout_accuracy](const storage::VersionRecord& v) {
-        std::optional<double> acc = HoldoutAccuracy(v.metrics_json);
+        std::optional<double> acc = HoldoutAccuracy(v.metrics);
         if (*holdout_accuracy != nullptr && acc) (*holdout_accuracy)->Set(*acc);
       });
   // Two threads: an ingest fsync and an SQLite read never queue behind each other.
   executor_ = std::make_unique<BlockingExecutor>(2, 4096);
   capture_ = std::make_unique<CaptureIndex>(options_.clock, c.capture.feedback_ttl_s * 1'000'000);
   RegisterLearnerMetrics();
-  if (std::optional<double> acc = HoldoutAccuracy(active.metrics_json)) holdout_accuracy_->Set(*acc);
+  if (std::optional<double> acc = HoldoutAccuracy(active.metrics)) holdout_accuracy_->Set(*acc);
   RETURN_IF_ERROR(StartLearner(active.id).WithContext("learner"));
 
   serving_stats_ = std::make_unique<ServingStats>(metrics_.get());
@@ -419,6 +428,7 @@ Status Daemon::Reload(const config::Config& next) {
     if (log::ParseLevel(live.logging.level, &level)) log::SetLevel(level);
   }
   if (server_) server_->SetLimits(LimitsFrom(live.server));
+  if (free_space_) free_space_->set_min_free_bytes(live.storage.min_free_mb << 20);
   if (batcher_) batcher_->UpdateLimits(BatchingFrom(live.batching));
   {
     std::lock_guard<std::mutex> lock(config_mu_);

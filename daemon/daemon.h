@@ -58,6 +58,9 @@ struct DaemonOptions {
   // server serves on them instead of server.listen/server.unix_socket. The
   // Daemon takes ownership of the fds. Default: none (bind from the config).
   InheritedSockets listen_sockets;
+  // Reports the free bytes of the state dir's filesystem instead of statvfs;
+  // for tests of the storage.min_free_mb floor. Default none.
+  std::function<Result<uint64_t>()> free_bytes_probe;
 };
 
 class Daemon {
@@ -116,6 +119,7 @@ class Daemon {
   std::unique_ptr<MetricsRegistry> metrics_;
   // Before server_: the server records into it until it is destroyed.
   std::unique_ptr<ServingStats> serving_stats_;
+  std::unique_ptr<storage::FreeSpaceFloor> free_space_;  // outlives store_ and the learner
   std::unique_ptr<storage::SampleStore> store_;
   std::unique_ptr<storage::Registry> registry_;
   std::unique_ptr<ModelManager> models_;

@@ -533,7 +533,7 @@ Result<std::unique_ptr<IncrementalDistiller>> IncrementalDistiller::Create(Disti
     return Status::InvalidArgument("distiller needs a teacher module with forward()");
   }
   ASSIGN_OR_RETURN(storage::VersionRecord active, o.registry->GetVersion(o.active_version));
-  ASSIGN_OR_RETURN(std::unique_ptr<VersionStore> versions, VersionStore::Create({o.state_dir, o.registry}));
+  ASSIGN_OR_RETURN(std::unique_ptr<VersionStore> versions, VersionStore::Create({o.state_dir, o.registry, o.free_space}));
   ASSIGN_OR_RETURN(torch::jit::Module model, versions->Load(active));
   if (o.learner.recycle_dormant_units) {
     // Said once, at start: rounds then train such a student as it is.

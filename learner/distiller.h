@@ -100,6 +100,8 @@ struct DistillerOptions {
   // and clock (null = Clock::Real()).
   storage::SampleStore* store = nullptr;
   storage::Registry* registry = nullptr;
+  // Optional: version saves are refused below it (VersionStore::Options).
+  const storage::FreeSpaceFloor* free_space = nullptr;
   replaybuffer::ReplayBuffer* buffer = nullptr;
   replaybuffer::HoldoutSet* holdout = nullptr;
   VersionPublisher* publisher = nullptr;

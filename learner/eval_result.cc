@@ -2,7 +2,6 @@
 #include "learner/eval_result.h"
 
 #include <algorithm>
-#include <sstream>
 
 namespace distilld::learner {
 
@@ -28,41 +27,26 @@ double EvalResult::restricted_accuracy() const {
   return n > 0 ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
 }
 
-std::string EvalResult::ToJson() const {
-  std::ostringstream os;
-  os.precision(6);
-  os << "{\"samples\":" << samples << ",\"labelled\":" << labelled << ",\"accuracy\":" << accuracy()
-     << ",\"balanced_accuracy\":" << balanced_accuracy() << ",\"with_teacher\":" << with_teacher
-     << ",\"agreement\":" << agreement() << ",\"per_class\":{";
-  bool first = true;
-  for (const auto& [cls, score] : per_class) {
-    if (!first) os << ",";
-    first = false;
-    os << "\"" << cls << "\":{\"acc\":" << score.accuracy() << ",\"n\":" << score.total << "}";
-  }
-  os << "}";
+storage::ModelScore EvalResult::ToScore() const {
+  storage::ModelScore s;
+  s.samples = samples;
+  s.labelled = labelled;
+  s.accuracy = accuracy();
+  s.balanced_accuracy = balanced_accuracy();
+  s.with_teacher = with_teacher;
+  s.agreement = agreement();
+  for (const auto& [cls, score] : per_class) s.per_class[cls] = {score.accuracy(), score.total};
   if (!restricted_to.empty()) {
-    os << ",\"old_space\":{\"classes\":[";
-    first = true;
-    for (int64_t cls : restricted_to) {
-      if (!first) os << ",";
-      first = false;
-      os << cls;
-    }
-    os << "],\"accuracy\":" << restricted_accuracy() << ",\"per_class\":{";
-    first = true;
+    storage::RestrictedScore r;
+    r.classes = restricted_to;
+    r.accuracy = restricted_accuracy();
     for (int64_t cls : restricted_to) {
       auto it = per_class.find(cls);
-      if (it == per_class.end()) continue;
-      if (!first) os << ",";
-      first = false;
-      os << "\"" << cls << "\":{\"acc\":" << it->second.restricted_accuracy() << ",\"n\":" << it->second.total
-         << "}";
+      if (it != per_class.end()) r.per_class[cls] = {it->second.restricted_accuracy(), it->second.total};
     }
-    os << "}}";
+    s.old_space = std::move(r);
   }
-  os << "}";
-  return os.str();
+  return s;
 }
 
 PairedEval Pair(const std::vector<SampleOutcome>& candidate, const std::vector<SampleOutcome>& active,

@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "storage/evaluation.h"
+
 namespace distilld::learner {
 
 struct ClassScore {
@@ -45,11 +47,9 @@ struct EvalResult {
   // Over the samples whose true class is in restricted_to: the share
   // predicted correctly among those classes only (0 if there are none).
   double restricted_accuracy() const;
-  // {"samples":..,"labelled":..,"accuracy":..,"balanced_accuracy":..,
-  //  "with_teacher":..,"agreement":..,"per_class":{"0":{"acc":..,"n":..}},
-  //  and when restricted: "old_space":{"classes":[..],"accuracy":..,
-  //  "per_class":{"0":{"acc":..,"n":..}}}}
-  std::string ToJson() const;
+  // The summary a round records: the accuracies, and old_space when
+  // restricted scores were computed.
+  storage::ModelScore ToScore() const;
 };
 
 // Paired comparison of two models on the same samples: how many only one of

@@ -16,24 +16,6 @@ std::string Num(double v) {
   return os.str();
 }
 
-// JSON string literal; the details are ours, but class names never are.
-std::string Quote(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-double JsonNumber(double v) { return std::isfinite(v) ? v : 0.0; }
-
 const ClassScore* Find(const EvalResult& e, int64_t cls) {
   auto it = e.per_class.find(cls);
   return it == e.per_class.end() ? nullptr : &it->second;
@@ -254,23 +236,5 @@ std::string ValidateGateOptions(const GateOptions& o) {
   return "";
 }
 
-std::string GateDecision::ToJson() const {
-  std::ostringstream os;
-  os.precision(6);
-  os << "{\"promote\":" << (promote ? "true" : "false") << ",\"basis\":" << Quote(basis)
-     << ",\"reason\":" << Quote(reason) << ",\"checks\":[";
-  for (size_t i = 0; i < checks.size(); ++i) {
-    const GateCheck& c = checks[i];
-    if (i) os << ",";
-    os << "{\"name\":" << Quote(c.name);
-    if (c.cls) os << ",\"class\":" << *c.cls;
-    os << ",\"value\":" << JsonNumber(c.value) << ",\"threshold\":" << JsonNumber(c.threshold)
-       << ",\"pass\":" << (c.pass ? "true" : "false");
-    if (c.significant) os << ",\"significant\":" << (*c.significant ? "true" : "false");
-    os << ",\"detail\":" << Quote(c.detail) << "}";
-  }
-  os << "]}";
-  return os.str();
-}
 
 }  // namespace distilld::learner

@@ -51,6 +51,7 @@
 #include <vector>
 
 #include "learner/eval_result.h"
+#include "storage/evaluation.h"
 
 namespace distilld::learner {
 
@@ -78,16 +79,10 @@ struct GateOptions {
   double regression_z = 1.645;
 };
 
-struct GateCheck {
-  std::string name;            // accuracy, old_class_accuracy, ...
-  std::optional<int64_t> cls;  // for per-class checks
-  double value = 0;            // what was measured (a drop, a ratio, an accuracy)
-  double threshold = 0;        // what it was held against
-  bool pass = true;
-  // For drops with a paired evaluation: whether the drop is beyond noise.
-  std::optional<bool> significant;
-  std::string detail;          // one line, e.g. "class 0: 0.76 vs active 0.99"
-};
+// A check and the decision are stored with the round as they are
+// (storage/evaluation.h): the gate's result is the record.
+using GateCheck = storage::GateCheckResult;
+using GateDecision = storage::GateVerdict;
 
 struct GateInput {
   // Both evaluated on the same samples. For basis "holdout" both carry
@@ -102,17 +97,6 @@ struct GateInput {
   // Per-sample agreement of the two (Pair in eval_result.h); without it
   // drops are judged by their size alone.
   PairedEval paired;
-};
-
-struct GateDecision {
-  bool promote = false;
-  std::string basis;  // "holdout" or "teacher_agreement"
-  std::vector<GateCheck> checks;
-  // Empty when promoted; else every failed check's detail, "; "-joined.
-  std::string reason;
-  // {"promote":..,"basis":..,"reason":..,"checks":[{"name":..,"class":..,
-  //  "value":..,"threshold":..,"pass":..,"significant":..,"detail":..}]}
-  std::string ToJson() const;
 };
 
 GateDecision DecidePromotion(const GateInput& input, const GateOptions& options);

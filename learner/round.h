@@ -70,8 +70,9 @@ struct TrainedCandidate {
 
 // The gate's verdict with what the registry and the promotion event record.
 struct GateOutcome {
-  GateDecision decision;
-  std::string json;     // the round's evaluation and the version's metrics
+  // The round's evaluation, the gate's verdict in it; also the new
+  // version's metrics.
+  storage::RoundEvaluation evaluation;
   std::string summary;  // one line for the promotion event
 };
 

@@ -4,7 +4,6 @@
 #include <sstream>
 
 #include "learner/evaluate.h"
-#include "learner/label_space.h"
 #include "learner/round.h"
 #include "learner/round_settings.h"
 
@@ -20,7 +19,7 @@ Result<GateOutcome> RoundRunner::EvaluateAndGate(RoundState* rs, torch::jit::Mod
   ASSIGN_OR_RETURN(std::vector<storage::Sample> held, o_.holdout->All());
   const uint64_t holdout_generation = o_.holdout->generation();
   ASSIGN_OR_RETURN(storage::VersionRecord active_rec, o_.registry->GetVersion(active_id_));
-  std::optional<std::set<int64_t>> recorded = LabelSpaceFromMetrics(active_rec.metrics_json);
+  const std::optional<std::set<int64_t>>& recorded = active_rec.metrics.label_space;
   std::set<int64_t> active_space;
   if (recorded) {
     active_space = *recorded;
@@ -43,19 +42,18 @@ Result<GateOutcome> RoundRunner::EvaluateAndGate(RoundState* rs, torch::jit::Mod
     ASSIGN_OR_RETURN(in.active, EvaluateSamples(active_, rs->train_new, chunk));
   }
   GateOutcome out;
-  out.decision = DecidePromotion(in, GateOptionsFrom(o_.learner));
-  std::set<int64_t> candidate_space = active_space;
-  candidate_space.insert(trained_classes.begin(), trained_classes.end());
-  // The registry stores this as the round's evaluation and the version's
-  // metrics; the API and the dashboard read it from there.
-  std::ostringstream js;
-  js << "{\"basis\":\"" << out.decision.basis << "\",\"candidate\":" << in.candidate.ToJson()
-     << ",\"active\":" << in.active.ToJson() << ",\"active_version\":" << active_id_
-     << ",\"label_space\":" << LabelSpaceJson(candidate_space)
-     << ",\"active_label_space\":" << LabelSpaceJson(active_space) << ",\"active_label_space_source\":\""
-     << (recorded ? "recorded" : "inferred") << "\",\"holdout\":{\"size\":" << held.size()
-     << ",\"generation\":" << holdout_generation << "},\"gate\":" << out.decision.ToJson() << "}";
-  out.json = js.str();
+  storage::RoundEvaluation& e = out.evaluation;
+  e.gate = DecidePromotion(in, GateOptionsFrom(o_.learner));
+  e.basis = e.gate.basis;
+  e.candidate = in.candidate.ToScore();
+  e.active = in.active.ToScore();
+  e.active_version = active_id_;
+  e.label_space = active_space;
+  e.label_space.insert(trained_classes.begin(), trained_classes.end());
+  e.active_label_space = active_space;
+  e.active_label_space_source = recorded ? storage::LabelSpaceSource::kRecorded : storage::LabelSpaceSource::kInferred;
+  e.holdout_size = static_cast<int64_t>(held.size());
+  e.holdout_generation = holdout_generation;
   std::ostringstream line;
   line.precision(4);
   if (in.teacher_basis) {
@@ -64,19 +62,20 @@ Result<GateOutcome> RoundRunner::EvaluateAndGate(RoundState* rs, torch::jit::Mod
     line << "held-out accuracy " << in.candidate.accuracy() << " vs " << in.active.accuracy();
   }
   out.summary = line.str();
-  rs->record.eval_json = out.json;
+  rs->record.evaluation = out.evaluation;
   return out;
 }
 
 // Saves and registers the candidate (VersionStore::Add: one id, one file,
 // one record), then for a passing one publishes and activates it.
 Status RoundRunner::SaveAndPublish(RoundState* rs, torch::jit::Module& candidate, const GateOutcome& gate) {
-  const bool pass = gate.decision.promote;
-  const std::string& reason = gate.decision.reason;
+  const bool pass = gate.evaluation.gate.promote;
+  const std::string& reason = gate.evaluation.gate.reason;
   storage::VersionRecord rec;
   rec.parent = active_id_;
   rec.status = pass ? storage::VersionStatus::kCandidate : storage::VersionStatus::kRejected;
-  rec.metrics_json = gate.json;
+  rec.metrics.label_space = gate.evaluation.label_space;
+  rec.metrics.evaluation = gate.evaluation;
   rec.round_id = rs->record.id;
   rec.note = reason;
   ASSIGN_OR_RETURN(rec, versions_->Add(candidate, std::move(rec)));

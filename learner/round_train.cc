@@ -4,7 +4,6 @@
 #include <chrono>
 #include <map>
 #include <optional>
-#include <sstream>
 
 #include "learner/round.h"
 #include "learner/round_settings.h"
@@ -95,11 +94,8 @@ Result<TrainedCandidate> RoundRunner::Train(RoundState* rs, RoundHooks& hooks) {
                      BalancedFinetune(*rs, candidate, so, TemperatureAt(sched, total, total), total, hooks));
     total += steps;
   }
-  std::ostringstream os;
-  os << "{\"steps\":" << total << ",\"recycled_units\":" << recycled << ",\"first\":" << first_loss
-     << ",\"last\":" << last_loss << ",\"mean\":" << (total > 0 ? sum_loss / static_cast<double>(total) : 0.0)
-     << "}";
-  rs->record.loss_json = os.str();
+  rs->record.loss = storage::RoundLoss{total, recycled, first_loss, last_loss,
+                                       total > 0 ? sum_loss / static_cast<double>(total) : 0.0};
   candidate.eval();
   return out;
 }

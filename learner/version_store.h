@@ -23,6 +23,7 @@
 
 #include "common/status.h"
 #include "learner/model/arch.h"
+#include "storage/free_space.h"
 #include "storage/registry.h"
 
 namespace distilld::learner {
@@ -38,6 +39,9 @@ class VersionStore {
   struct Options {
     std::string state_dir;                  // required; models/ is created in it
     storage::Registry* registry = nullptr;  // required
+    // Add() refuses (ResourceExhausted) a save that would go below it. Not
+    // owned; may be null (no floor).
+    const storage::FreeSpaceFloor* free_space = nullptr;
   };
   static Result<std::unique_ptr<VersionStore>> Create(const Options& options);
 
@@ -53,9 +57,12 @@ class VersionStore {
   // Loads a registered version's file; Corruption if its checksum differs,
   // naming the version.
   Result<torch::jit::Module> Load(const storage::VersionRecord& version) const;
-  // Start-up: returns the active version, its file verified; if there is
-  // none, builds (or loads) the initial student, adds it, activates it and
-  // records a "swap" event. A built student's metrics record an empty label
+  // Start-up: returns the active version, its file verified (if it does
+  // not verify, the newest other non-rejected version that does is
+  // activated, with a "rollback" event saying why); if there is none,
+  // builds (or loads, checking its signature against arch.input_shape and
+  // arch.classes) the initial student, adds it, activates it and records a
+  // "swap" event. A built student's metrics record an empty label
   // space (it has learned nothing); a user's file has none (inferred later).
   Result<storage::VersionRecord> LoadOrCreateInitial(const InitialStudentOptions& options);
 
@@ -63,6 +70,7 @@ class VersionStore {
 
  private:
   explicit VersionStore(Options options) : options_(std::move(options)) {}
+  Result<storage::VersionRecord> FallBackFrom(const storage::VersionRecord& bad, const Status& why);
   Options options_;
 };
 

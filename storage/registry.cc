@@ -6,6 +6,7 @@
 
 #include "common/enum_names.h"
 #include "common/log.h"
+#include "storage/evaluation_json.h"
 
 namespace distilld::storage {
 namespace {
@@ -201,7 +202,7 @@ class SqliteRegistry final : public Registry {
     s.Bind(5, r.size_bytes);
     s.Bind(6, r.created_us != 0 ? r.created_us : clock_->NowMicros());
     s.Bind(7, VersionStatusName(r.status));
-    s.Bind(8, r.metrics_json);
+    s.Bind(8, EncodeVersionMetrics(r.metrics));
     s.Bind(9, r.round_id);
     s.Bind(10, r.note);
     RETURN_IF_ERROR(s.Run().WithContext("add version"));
@@ -255,11 +256,11 @@ class SqliteRegistry final : public Registry {
     return s.Run();
   }
 
-  Status SetVersionMetrics(int64_t id, std::string_view metrics_json) override {
+  Status SetVersionMetrics(int64_t id, const VersionMetrics& metrics) override {
     std::lock_guard<std::mutex> lock(mu_);
     Stmt s(db_, "UPDATE versions SET metrics_json = ? WHERE id = ?");
     RETURN_IF_ERROR(s.prepared());
-    s.Bind(1, metrics_json);
+    s.Bind(1, EncodeVersionMetrics(metrics));
     s.Bind(2, id);
     RETURN_IF_ERROR(s.Run());
     if (sqlite3_changes(db_) == 0) return Status::NotFound("version " + std::to_string(id));
@@ -313,8 +314,8 @@ class SqliteRegistry final : public Registry {
     s.Bind(3, r.trigger);
     s.Bind(4, r.samples_new);
     s.Bind(5, r.samples_replay);
-    s.Bind(6, r.loss_json);
-    s.Bind(7, r.eval_json);
+    s.Bind(6, r.loss ? EncodeRoundLoss(*r.loss) : std::string("{}"));
+    s.Bind(7, r.evaluation ? EncodeRoundEvaluation(*r.evaluation) : std::string("{}"));
     s.Bind(8, RoundOutcomeName(r.outcome));
     s.Bind(9, r.reason);
     s.Bind(10, r.candidate_version);
@@ -376,13 +377,24 @@ class SqliteRegistry final : public Registry {
     return sqlite3_last_insert_rowid(db_);
   }
 
-  Result<std::vector<EventRecord>> ListEvents(size_t limit, int64_t after_id) override {
+  Result<std::vector<EventRecord>> ListEvents(size_t limit) override {
+    return QueryEvents("SELECT id, time_us, kind, message, version_id FROM events ORDER BY id DESC LIMIT ?2",
+                       0, limit);
+  }
+
+  Result<std::vector<EventRecord>> ListEventsAfter(int64_t after_id, size_t limit) override {
+    return QueryEvents(
+        "SELECT id, time_us, kind, message, version_id FROM events WHERE id > ?1 ORDER BY id ASC LIMIT ?2", after_id,
+        limit);
+  }
+
+ private:
+  // ?1 is after_id, ?2 the limit.
+  Result<std::vector<EventRecord>> QueryEvents(const char* sql, int64_t after_id, size_t limit) {
     std::lock_guard<std::mutex> lock(mu_);
-    Stmt s(db_,
-           "SELECT id, time_us, kind, message, version_id FROM events WHERE id > ? "
-           "ORDER BY id DESC LIMIT ?");
+    Stmt s(db_, sql);
     RETURN_IF_ERROR(s.prepared());
-    s.Bind(1, after_id);
+    s.Bind(1, after_id);  // with only ?2 in the SQL, ?1 exists unused
     s.Bind(2, ClampLimit(limit));
     std::vector<EventRecord> out;
     Status st;
@@ -394,7 +406,6 @@ class SqliteRegistry final : public Registry {
     return out;
   }
 
- private:
   static int64_t ClampLimit(size_t limit) {
     return limit > static_cast<size_t>(INT64_MAX) ? INT64_MAX : static_cast<int64_t>(limit);
   }
@@ -457,7 +468,7 @@ class SqliteRegistry final : public Registry {
     r.size_bytes = s.Int(4);
     r.created_us = s.Int(5);
     ASSIGN_OR_RETURN(r.status, ParseVersionStatus(s.Text(6)));
-    r.metrics_json = s.Text(7);
+    r.metrics = DecodeVersionMetrics(s.Text(7));
     r.round_id = s.OptInt(8);
     r.note = s.Text(9);
     return r;
@@ -471,8 +482,8 @@ class SqliteRegistry final : public Registry {
     r.trigger = s.Text(3);
     r.samples_new = s.Int(4);
     r.samples_replay = s.Int(5);
-    r.loss_json = s.Text(6);
-    r.eval_json = s.Text(7);
+    r.loss = DecodeRoundLoss(s.Text(6));
+    r.evaluation = DecodeRoundEvaluation(s.Text(7));
     ASSIGN_OR_RETURN(r.outcome, ParseRoundOutcome(s.Text(8)));
     r.reason = s.Text(9);
     r.candidate_version = s.OptInt(10);

@@ -19,6 +19,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "storage/evaluation.h"
 
 namespace distilld::storage {
 
@@ -34,7 +35,7 @@ struct VersionRecord {
   int64_t size_bytes = 0;
   int64_t created_us = 0;         // set by AddVersion from the clock when 0
   VersionStatus status = VersionStatus::kCandidate;
-  std::string metrics_json = "{}";  // evaluation results, free-form JSON object
+  VersionMetrics metrics;           // label space, and the evaluation that promoted it
   std::optional<int64_t> round_id;  // learner round that produced it
   std::string note;                 // e.g. reason for rejection
 };
@@ -75,8 +76,8 @@ struct RoundRecord {
   std::string trigger;             // "count", "interval", "api", "offline"
   int64_t samples_new = 0;         // new samples consumed
   int64_t samples_replay = 0;      // replayed samples mixed in
-  std::string loss_json = "{}";    // loss curve summary
-  std::string eval_json = "{}";    // candidate and active evaluation
+  std::optional<RoundLoss> loss;   // set once the round has trained
+  std::optional<RoundEvaluation> evaluation;  // set once the round has evaluated
   RoundOutcome outcome = RoundOutcome::kRunning;
   std::string reason;
   std::optional<int64_t> candidate_version;
@@ -117,7 +118,7 @@ class Registry {
   virtual Result<std::vector<VersionRecord>> ListVersions() = 0;  // by id
   // Sets candidate/rejected/retired, with an optional note. kActive is refused.
   virtual Status SetVersionStatus(int64_t id, VersionStatus status, std::string_view note) = 0;
-  virtual Status SetVersionMetrics(int64_t id, std::string_view metrics_json) = 0;
+  virtual Status SetVersionMetrics(int64_t id, const VersionMetrics& metrics) = 0;
   // In one transaction: the active version (if any) becomes retired and `id`
   // becomes active. NotFound for an unknown id; FailedPrecondition for a
   // rejected one unless allow_rejected.
@@ -136,8 +137,12 @@ class Registry {
 
   virtual Result<int64_t> LogEvent(EventKind kind, std::string_view message,
                                    std::optional<int64_t> version_id = std::nullopt) = 0;
-  // Newest first, at most `limit`, only ids > after_id.
-  virtual Result<std::vector<EventRecord>> ListEvents(size_t limit, int64_t after_id = 0) = 0;
+  // The newest `limit` events, newest first.
+  virtual Result<std::vector<EventRecord>> ListEvents(size_t limit) = 0;
+  // The `limit` events that follow after_id, oldest first: a poller that
+  // passes the last id it saw gets every event exactly once, however many
+  // arrived since (in pages of `limit`).
+  virtual Result<std::vector<EventRecord>> ListEventsAfter(int64_t after_id, size_t limit) = 0;
 };
 
 }  // namespace distilld::storage

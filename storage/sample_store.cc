@@ -96,7 +96,8 @@ class RocksSampleStore final : public SampleStore {
                    std::shared_ptr<rocksdb::Statistics> stats, const SampleStoreOptions& options,
                    SampleId next_id, uint64_t incoming_count)
       : db_(db), handles_(std::move(handles)), cache_(std::move(cache)), stats_(std::move(stats)),
-        clock_(options.clock), incoming_count_(incoming_count), next_id_(next_id) {
+        clock_(options.clock), floor_(options.free_space),
+        incoming_count_(incoming_count), next_id_(next_id) {
     write_options_.sync = options.sync;
   }
 
@@ -123,6 +124,12 @@ class RocksSampleStore final : public SampleStore {
       Status st = EncodeSampleFraming(s, s.ingest_time_us != 0 ? s.ingest_time_us : now, &framing,
                                       &cuts[i].second);
       if (!st.ok()) return st.WithContext("sample " + std::to_string(i));
+    }
+    if (floor_ != nullptr) {
+      // Before ids are reserved: a refused batch takes none.
+      uint64_t payload = framing.size();
+      for (const Sample& s : samples) payload += s.data.size();
+      RETURN_IF_ERROR(floor_->Check(payload));
     }
 
     // Reserve ids without holding the lock across the synced write, so that
@@ -306,6 +313,9 @@ class RocksSampleStore final : public SampleStore {
   // samples with teacher logits, and deletes them all when it consumes the
   // round though the holdout split has already removed some.
   Status Write(std::span<const Mutation> mutations, std::string_view what) {
+    uint64_t bytes = 0;
+    for (const Mutation& m : mutations) bytes += m.key.size() + (m.value ? m.value->size() : 0);
+    if (floor_ != nullptr) RETURN_IF_ERROR(floor_->Check(bytes));
     rocksdb::WriteBatch batch;
     bool incoming = false;
     std::vector<const Mutation*> samples;
@@ -386,6 +396,7 @@ class RocksSampleStore final : public SampleStore {
   std::shared_ptr<rocksdb::Cache> cache_;
   std::shared_ptr<rocksdb::Statistics> stats_;  // tickers only: cheap
   Clock* clock_;
+  const FreeSpaceFloor* floor_;  // may be null
   rocksdb::WriteOptions write_options_;
   std::atomic<uint64_t> corrupt_{0};
   std::atomic<uint64_t> incoming_count_;

@@ -17,7 +17,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -28,6 +27,7 @@
 
 #include "common/clock.h"
 #include "common/status.h"
+#include "storage/free_space.h"
 #include "storage/sample.h"
 
 namespace distilld::storage {
@@ -51,6 +51,11 @@ struct SampleStoreOptions {
   bool sync = true;
   // Wall clock for ingest times; not owned; default Clock::Real().
   Clock* clock = nullptr;
+  // Writes are refused with ResourceExhausted while they would go below
+  // this floor (storage/free_space.h: on a full disk RocksDB aborts instead
+  // of failing the write). Not owned; must outlive the store. Default none;
+  // the daemon always passes one (storage.min_free_mb).
+  const FreeSpaceFloor* free_space = nullptr;
 };
 
 // One change in an atomic Apply(): a put when value is set, else a delete.

@@ -158,11 +158,9 @@ Row Run(const Args& a, const std::string& name, const std::string& policy, doubl
       Must(store->AppendIncoming(chunk));
     }
     auto rec = Must(d->RunRoundNow(offline ? "offline" : "phase"));
-    if (size_t at = rec.loss_json.find("\"steps\":"); at != std::string::npos) {
-      row.steps += std::stoll(rec.loss_json.substr(at + 8));
-    }
-    if (size_t at = rec.loss_json.find("\"recycled_units\":"); at != std::string::npos) {
-      row.recycled += std::stoll(rec.loss_json.substr(at + 17));
+    if (rec.loss) {
+      row.steps += rec.loss->steps;
+      row.recycled += rec.loss->recycled_units;
     }
     if (rec.outcome != storage::RoundOutcome::kPromoted) {
       std::fprintf(stderr, "%s phase %zu: round %s (%s)\n", name.c_str(), p, std::string(storage::RoundOutcomeName(rec.outcome)).c_str(), rec.reason.c_str());

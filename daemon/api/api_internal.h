@@ -41,8 +41,11 @@ void Offload(Api* api, Responder respond, std::function<HttpResponse()> work);
 bool CheckModel(Api* api, const RouteParams& params, const Responder& respond);
 // A version number from a path: 1 to 18 digits. Anything else is 400.
 std::optional<int64_t> ParseVersion(std::string_view s);
-// An integer query parameter (?key=N), or `fallback`.
-int64_t QueryInt(std::string_view target, std::string_view key, int64_t fallback);
+// An integer query parameter (?key=N) in [min, max]: `fallback` when absent,
+// InvalidArgument naming the parameter when not an integer or out of range.
+Result<int64_t> QueryInt(std::string_view target, std::string_view key, int64_t fallback, int64_t min, int64_t max);
+// Whether the query has ?key=... at all.
+bool HasQueryParam(std::string_view target, std::string_view key);
 void WriteRawJson(Writer& w, const std::string& json);
 void WriteVersion(Writer& w, const storage::VersionRecord& v);
 void WriteRound(Writer& w, const storage::RoundRecord& r);

@@ -11,6 +11,7 @@
 #include "daemon/serving/inference_api.h"
 // Last: replaces glog's LOG macro that LibTorch headers define.
 #include "common/log.h"
+#include "storage/evaluation_json.h"
 
 namespace distilld::daemon::api_internal {
 
@@ -71,7 +72,7 @@ void WriteVersion(Writer& w, const storage::VersionRecord& v) {
   w.Key("note");
   w.String(v.note.c_str());
   w.Key("metrics");
-  WriteRawJson(w, v.metrics_json);
+  WriteRawJson(w, storage::EncodeVersionMetrics(v.metrics));
   w.EndObject();
 }
 
@@ -96,9 +97,9 @@ void WriteRound(Writer& w, const storage::RoundRecord& r) {
   w.Key("candidate_version");
   r.candidate_version ? w.Int64(*r.candidate_version) : w.Null();
   w.Key("loss");
-  WriteRawJson(w, r.loss_json);
+  WriteRawJson(w, r.loss ? storage::EncodeRoundLoss(*r.loss) : std::string("{}"));
   w.Key("evaluation");
-  WriteRawJson(w, r.eval_json);
+  WriteRawJson(w, r.evaluation ? storage::EncodeRoundEvaluation(*r.evaluation) : std::string("{}"));
   w.EndObject();
 }
 
@@ -111,23 +112,43 @@ void WriteClassCounts(Writer& w, const std::map<int64_t, uint64_t>& counts) {
   w.EndObject();
 }
 
-int64_t QueryInt(std::string_view target, std::string_view key, int64_t fallback) {
+namespace {
+
+// The value of ?key=..., if the query has the key.
+std::optional<std::string_view> QueryValue(std::string_view target, std::string_view key) {
   size_t q = target.find('?');
-  if (q == std::string_view::npos) return fallback;
+  if (q == std::string_view::npos) return std::nullopt;
   std::string_view query = target.substr(q + 1);
   while (!query.empty()) {
     size_t amp = query.find('&');
     std::string_view pair = query.substr(0, amp);
     if (pair.size() > key.size() && pair.substr(0, key.size()) == key && pair[key.size()] == '=') {
-      int64_t v = fallback;
-      std::string_view num = pair.substr(key.size() + 1);
-      auto [ptr, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
-      return ec == std::errc() && ptr == num.data() + num.size() ? v : fallback;
+      return pair.substr(key.size() + 1);
     }
     if (amp == std::string_view::npos) break;
     query = query.substr(amp + 1);
   }
-  return fallback;
+  return std::nullopt;
+}
+
+}  // namespace
+
+bool HasQueryParam(std::string_view target, std::string_view key) { return QueryValue(target, key).has_value(); }
+
+Result<int64_t> QueryInt(std::string_view target, std::string_view key, int64_t fallback, int64_t min, int64_t max) {
+  std::optional<std::string_view> num = QueryValue(target, key);
+  if (!num) return fallback;
+  int64_t v = 0;
+  auto [ptr, ec] = std::from_chars(num->data(), num->data() + num->size(), v);
+  const std::string name = "query parameter '" + std::string(key) + "'";
+  if (ec != std::errc() || ptr != num->data() + num->size()) {
+    return Status::InvalidArgument(name + ": not an integer: '" + std::string(num->substr(0, 32)) + "'");
+  }
+  if (v < min || v > max) {
+    return Status::InvalidArgument(name + ": " + std::to_string(v) + " is outside [" + std::to_string(min) + ", " +
+                                   std::to_string(max) + "]");
+  }
+  return v;
 }
 
 }  // namespace distilld::daemon::api_internal

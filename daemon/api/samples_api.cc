@@ -42,10 +42,7 @@ struct DecodedSamples {
 // Decodes a POST /v1/samples body into samples, or the 400 message.
 Result<DecodedSamples> DecodeSamples(Api* api, const HttpRequest& req) {
   const ModelSignature& model = api->o.model;
-  std::optional<std::string_view> header_length;
-  auto hl = req.find("Inference-Header-Content-Length");
-  if (hl != req.end()) header_length = Sv(hl->value());
-  ASSIGN_OR_RETURN(internal::TensorRequest tr, internal::TensorRequest::Parse(req.body(), header_length));
+  ASSIGN_OR_RETURN(internal::TensorRequest tr, internal::TensorRequest::Parse(req.body(), internal::HeaderLengthOf(req)));
   const internal::InputTensor* input = nullptr;
   const internal::InputTensor* label = nullptr;
   for (const auto& t : tr.inputs()) {

@@ -5,6 +5,7 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
+#include <cstdint>
 #include <memory>
 
 // Last: replaces glog's LOG macro that LibTorch headers define.
@@ -68,14 +69,28 @@ void PostActivate(Api* api, const HttpRequest&, const RouteParams& params, Respo
 }
 
 void GetEvents(Api* api, const HttpRequest& req, const RouteParams&, Responder respond) {
-  const int64_t limit = std::clamp<int64_t>(QueryInt(Sv(req.target()), "limit", 50), 1, 1000);
-  const int64_t after = std::max<int64_t>(0, QueryInt(Sv(req.target()), "after", 0));
-  Offload(api, std::move(respond), [api, limit, after]() {
-    Result<std::vector<storage::EventRecord>> ev = api->o.registry->ListEvents(limit, after);
+  const std::string_view target = Sv(req.target());
+  Result<int64_t> limit = QueryInt(target, "limit", 50, 1, 1000);
+  Result<int64_t> after = QueryInt(target, "after", 0, 0, INT64_MAX);
+  for (const Status& st : {limit.status(), after.status()}) {
+    if (!st.ok()) return respond(ErrorFor(st));
+  }
+  // With ?after= the client pages forward from a cursor (oldest first, every
+  // event once); without it, it wants the latest (newest first).
+  const bool forward = HasQueryParam(target, "after");
+  Offload(api, std::move(respond), [api, limit = *limit, after = *after, forward]() {
+    Result<std::vector<storage::EventRecord>> ev = forward ? api->o.registry->ListEventsAfter(after, limit + 1)
+                                                           : api->o.registry->ListEvents(limit);
     if (!ev.ok()) return ErrorFor(ev.status());
+    const bool more = forward && ev->size() > static_cast<size_t>(limit);
+    if (more) ev->pop_back();
     rapidjson::StringBuffer sb;
     Writer w(sb);
     w.StartObject();
+    if (forward) {
+      w.Key("more");  // another page follows the last event here
+      w.Bool(more);
+    }
     w.Key("events");
     w.StartArray();
     for (const auto& e : *ev) {

@@ -88,7 +88,7 @@ class Listener : public std::enable_shared_from_this<Listener<Protocol>> {
     if (core_->draining.load()) {
       beast::error_code ignored;
       socket.close(ignored);
-    } else if (core_->open.load() >= core_->max_connections.load()) {
+    } else if (core_->open.load() >= core_->max_connections.load() && !core_->EvictLongestWaiting()) {
       Refuse(std::move(socket));
     } else {
       core_->open.fetch_add(1);
@@ -143,7 +143,13 @@ class HttpServerImpl final : public HttpServer {
           options.metrics->RegisterGauge("distilld_http_open_connections", "Open client connections.")->Get();
       core_->refused = options.metrics
                            ->RegisterCounter("distilld_http_refused_connections_total",
-                                             "Connections refused because max_connections was reached.")
+                                             "Connections refused because max_connections was reached and "
+                                             "every connection was answering a request.")
+                           ->Get();
+      core_->evicted = options.metrics
+                           ->RegisterCounter("distilld_http_evicted_connections_total",
+                                             "Connections closed at max_connections to make room for a new one: "
+                                             "the one that had waited longest on its client.")
                            ->Get();
     }
   }

@@ -12,7 +12,10 @@
 // read deadline re-armed before every read; between requests an idle
 // keep-alive timeout applies. Malformed framing, including Content-Length
 // together with Transfer-Encoding, is answered with 400 and the connection
-// closes. Connections beyond max_connections get a 503 and are closed.
+// closes. At max_connections a new connection takes the slot of the one
+// that has waited longest on its client (idle keep-alive, or a request
+// still arriving), so slow or idle clients cannot lock out whole requests;
+// only when every connection is answering a request does it get a 503.
 //
 // Thread-safety: all methods may be called from any thread. The server owns
 // its io_context, threads, acceptors and sessions; the Router, the
@@ -38,7 +41,7 @@ struct HttpLimits {
   uint64_t max_header_bytes = 8192;     // 431 above it
   int64_t read_timeout_ms = 10000;      // whole-request deadline, re-armed before each read
   int64_t idle_timeout_ms = 60000;      // keep-alive wait for the next request
-  int max_connections = 1024;           // further connections get 503 and are closed
+  int max_connections = 1024;           // then the longest-waiting one is evicted, or 503 if none waits
 };
 
 struct HttpServerOptions {

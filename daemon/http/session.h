@@ -43,6 +43,14 @@ class SessionBase {
   // Closes the connection if it waits for a request; otherwise the response
   // in progress is the last one. Thread-safe (posts to the strand).
   virtual void BeginDrain() = 0;
+  // Closes the connection if it still waits on its client: a new connection
+  // needs its slot. Thread-safe (posts to the strand).
+  virtual void Evict() = 0;
+
+  // Monotonic microseconds since when the session has waited on its client,
+  // for its next request or for the rest of one; 0 while it answers one.
+  // Written on the strand, read by the acceptors to pick whom to evict.
+  std::atomic<int64_t> waiting_since_us{0};
 };
 
 struct SessionCore {
@@ -57,12 +65,40 @@ struct SessionCore {
   RequestObserver* requests = nullptr;  // counts every answered request; may be null
   Gauge* open_gauge = nullptr;
   Counter* refused = nullptr;
+  Counter* evicted = nullptr;
 
   std::mutex mu;
   std::condition_variable cv;
   std::unordered_map<uint64_t, std::weak_ptr<SessionBase>> sessions;  // guarded by mu
   uint64_t next_id = 0;                                               // guarded by mu
   std::atomic<int> open{0};
+
+  // At max_connections: claims the session that has waited longest on its
+  // client and evicts it, so that a flood of idle or half-sent requests
+  // cannot lock out clients that send whole requests (nginx reclaims idle
+  // keep-alive connections the same way). False when every session is
+  // answering a request. The slot frees once the evicted session closes, so
+  // `open` may exceed max_connections by the evictions in flight.
+  bool EvictLongestWaiting() {
+    std::shared_ptr<SessionBase> victim;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      int64_t oldest = INT64_MAX;
+      for (const auto& [id, weak] : sessions) {
+        std::shared_ptr<SessionBase> s = weak.lock();
+        const int64_t since = s ? s->waiting_since_us.load() : 0;
+        if (since != 0 && since < oldest) {
+          oldest = since;
+          victim = std::move(s);
+        }
+      }
+      // Claimed under mu: a second acceptor does not pick it again.
+      if (victim == nullptr || !victim->waiting_since_us.compare_exchange_strong(oldest, 0)) return false;
+    }
+    if (evicted != nullptr) evicted->Increment();
+    victim->Evict();
+    return true;
+  }
 
   uint64_t Register(std::weak_ptr<SessionBase> s) {
     std::lock_guard<std::mutex> lock(mu);
@@ -87,7 +123,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   using Stream = beast::basic_stream<Protocol, net::any_io_executor, beast::unlimited_rate_policy>;
 
   Session(typename Protocol::socket socket, std::shared_ptr<SessionCore> core)
-      : stream_(std::move(socket)), core_(std::move(core)) {}
+      : stream_(std::move(socket)), core_(std::move(core)) {
+    // Waiting for its first request from the start: evictable before its
+    // first read is even posted.
+    waiting_since_us.store(Clock::Real()->MonotonicMicros());
+  }
 
   ~Session() override {
     if (registered_) core_->Unregister(id_);
@@ -111,11 +151,21 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     });
   }
 
+  void Evict() override {
+    net::post(stream_.get_executor(), [self = this->shared_from_this()] {
+      // The claim cleared waiting_since_us; answering_ tells whether a
+      // request arrived in between (then it is answered, and this is moot).
+      if (!self->answering_) self->CloseNow();
+    });
+  }
+
  private:
   static constexpr size_t kReadChunk = 16 * 1024;
 
   void StartRequest() {
     if (closed_) return;
+    answering_ = false;
+    waiting_since_us.store(Clock::Real()->MonotonicMicros());
     parser_.emplace();
     parser_->body_limit(core_->max_body_bytes.load());
     parser_->header_limit(static_cast<uint32_t>(std::min<uint64_t>(core_->max_header_bytes.load(), UINT32_MAX)));
@@ -216,6 +266,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
 
   // Answers a request that could not be read, then closes.
   void Fail(HttpStatus status, const std::string& message) {
+    Answering();
     if (start_us_ == 0) start_us_ = Clock::Real()->MonotonicMicros();
     endpoint_ = "invalid";
     keep_alive_ = false;
@@ -226,7 +277,14 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
     Write(MakeError(status, message));
   }
 
+  // From here until the response is written, eviction leaves it alone.
+  void Answering() {
+    answering_ = true;
+    waiting_since_us.store(0);
+  }
+
   void Dispatch() {
+    Answering();
     req_ = parser_->release();
     parser_.reset();
     keep_alive_ = req_.keep_alive();
@@ -345,6 +403,7 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   bool registered_ = false;
   bool keep_alive_ = true;
   bool waiting_idle_ = false;
+  bool answering_ = false;  // a request is being answered (strand-only)
   bool drain_ = false;
   bool closed_ = false;
   bool linger_ = false;

@@ -5,6 +5,7 @@
 
 #include "daemon/http/json_util.h"
 #include "daemon/serving/serving_stats.h"
+#include "daemon/serving/tensor_request.h"
 
 #ifndef DISTILLD_VERSION
 #define DISTILLD_VERSION "0.1.0"
@@ -132,11 +133,8 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
       respond(MakeError(HttpStatus::service_unavailable, "server is not serving (shutting down)"));
       return;
     }
-    std::optional<std::string_view> header_length;
-    auto it = req.find("Inference-Header-Content-Length");
-    if (it != req.end()) header_length = std::string_view(it->value().data(), it->value().size());
-    auto decoded = DecodeInferRequest(std::string_view(req.body().data(), req.body().size()), header_length,
-                                      o_.model);
+    auto decoded = DecodeInferRequest(std::string_view(req.body().data(), req.body().size()),
+                                      internal::HeaderLengthOf(req), o_.model);
     if (!decoded.ok()) {
       respond(MakeError(HttpStatusFor(decoded.status()), decoded.status().message()));
       return;
@@ -157,7 +155,7 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
       EncodedResponse enc = EncodeInferResponse(self->o_.model, out->version, *request, out->logits.data());
       HttpResponse res = MakeResponse(HttpStatus::ok, std::move(enc.body),
                                       enc.header_length ? "application/octet-stream" : "application/json");
-      if (enc.header_length) res.set("Inference-Header-Content-Length", std::to_string(*enc.header_length));
+      if (enc.header_length) res.set(internal::kHeaderLengthField, std::to_string(*enc.header_length));
       respond(std::move(res));
     };
     Status s = o_.batcher->Submit(std::move(task));

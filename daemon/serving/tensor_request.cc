@@ -93,6 +93,12 @@ std::string ShapeString(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+std::optional<std::string_view> HeaderLengthOf(const HttpRequest& req) {
+  auto it = req.find(kHeaderLengthField);
+  if (it == req.end()) return std::nullopt;
+  return std::string_view(it->value().data(), it->value().size());
+}
+
 Result<TensorRequest> TensorRequest::Parse(std::string_view body, std::optional<std::string_view> header_length) {
   TensorRequest req;
   std::string_view json = body;

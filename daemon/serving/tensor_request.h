@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "daemon/http/types.h"
 #include "daemon/serving/kserve_codec.h"
 
 namespace distilld::daemon::internal {
@@ -62,5 +63,11 @@ class TensorRequest {
 };
 
 std::string ShapeString(const std::vector<int64_t>& shape);
+
+// The binary tensor extension's header: how many leading body bytes are the
+// JSON header (absent: all of them).
+inline constexpr char kHeaderLengthField[] = "Inference-Header-Content-Length";
+// Its value in `req`, if sent; a view into `req`.
+std::optional<std::string_view> HeaderLengthOf(const HttpRequest& req);
 
 }  // namespace distilld::daemon::internal

@@ -138,6 +138,48 @@ Result<SavedModel> SaveModelAtomic(const torch::jit::Module& module, const std::
   return SavedModel{path, std::move(digest), static_cast<int64_t>(bytes.size())};
 }
 
+namespace {
+
+// The last non-empty line of an error: TorchScript puts the traceback
+// first and the error itself last.
+std::string LastLine(std::string_view text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.remove_suffix(1);
+  const size_t nl = text.rfind('\n');
+  return std::string(nl == std::string_view::npos ? text : text.substr(nl + 1));
+}
+
+}  // namespace
+
+Status CheckSignature(torch::jit::Module& module, const std::vector<int64_t>& input_shape, int64_t classes) {
+  std::vector<int64_t> shape = {2};
+  shape.insert(shape.end(), input_shape.begin(), input_shape.end());
+  const std::string expected = "[2, " + std::to_string(classes) + "]";
+  try {
+    torch::NoGradGuard no_grad;
+    torch::jit::IValue out = module.forward({torch::zeros(shape)});
+    if (!out.isTensor()) {
+      return Status::InvalidArgument("forward() returns " + out.tagKind() + ", expected a tensor of logits " + expected);
+    }
+    const torch::Tensor t = out.toTensor();
+    if (t.dim() != 2 || t.size(0) != 2 || t.size(1) != classes) {
+      return Status::InvalidArgument("forward() on input " + c10::str(torch::IntArrayRef(shape)) + " returns " +
+                                     c10::str(t.sizes()) + ", expected " + expected + " (model.classes " +
+                                     std::to_string(classes) + ")");
+    }
+    if (!torch::isfinite(t).all().item<bool>()) {
+      return Status::InvalidArgument("forward() returns non-finite logits (damaged weights?)");
+    }
+  } catch (const c10::Error& e) {
+    return Status::InvalidArgument("forward() on input " + c10::str(torch::IntArrayRef(shape)) +
+                                   " (model.input_shape) fails: " + LastLine(e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    // TorchScript's interpreter throws its own type, with a traceback first.
+    return Status::InvalidArgument("forward() on input " + c10::str(torch::IntArrayRef(shape)) +
+                                   " (model.input_shape) fails: " + LastLine(e.what()));
+  }
+  return Status::Ok();
+}
+
 Result<torch::jit::Module> LoadModel(const std::string& path,
                                      const std::optional<std::string>& expected_sha256) {
   // Read once, check the digest of exactly the bytes we then parse (no

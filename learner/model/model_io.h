@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -34,5 +35,12 @@ Result<SavedModel> SaveModelAtomic(const torch::jit::Module& module, const std::
 // InvalidArgument naming the file; nothing throws.
 Result<torch::jit::Module> LoadModel(const std::string& path,
                                      const std::optional<std::string>& expected_sha256 = std::nullopt);
+
+// Whether `module` is a classifier of this signature: forward() on a batch of
+// two zero samples of `input_shape` returns finite [2, classes] logits.
+// InvalidArgument saying what it did instead (the caller names the file).
+// Catches a model built for other inputs or another class count, and
+// weights a damaged file turned into NaN, before anything registers it.
+Status CheckSignature(torch::jit::Module& module, const std::vector<int64_t>& input_shape, int64_t classes);
 
 }  // namespace distilld::learner

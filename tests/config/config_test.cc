@@ -59,6 +59,7 @@ storage:
   block_cache_mb: 4
   write_buffer_mb: 2
   sync: false
+  min_free_mb: 64
 replay:
   policy: reservoir
   capacity: 100
@@ -144,6 +145,7 @@ TEST_CASE("every field is parsed") {
   CHECK(c.storage.block_cache_mb == 4);
   CHECK(c.storage.write_buffer_mb == 2);
   CHECK_FALSE(c.storage.sync);
+  CHECK(c.storage.min_free_mb == 64);
   CHECK(c.replay.policy == ReplayPolicy::kReservoir);
   CHECK(c.replay.capacity == 100);
   CHECK(c.replay.max_mb == 5);
@@ -212,7 +214,7 @@ TEST_CASE("the schema: every field of the example file has one reload class, and
   std::string schema_list;
   for (const auto& k : schema_keys) schema_list += k + " ";
   CHECK(example_list == schema_list);
-  CHECK(schema_keys.size() == 77);
+  CHECK(schema_keys.size() == 78);
 
   // kEveryField changes every field, so a diff against the defaults names
   // each one: no two schema entries are bound to the same member.

@@ -224,17 +224,20 @@ TEST_CASE("serving: connection limit, read deadline and idle timeout") {
   TcpClient b(Loopback(d->tcp_port()));
   REQUIRE(a.Get("/v2/health/live").status == 200);
   REQUIRE(b.Get("/v2/health/live").status == 200);
+  // At the limit a new connection takes the slot of the one idle longest
+  // (a; the 503 when every connection is answering is tested in
+  // tests/daemon/http_server_test.cc).
   TcpClient extra(Loopback(d->tcp_port()));
-  auto refused = extra.ReadReply();
-  INFO(refused.error);
-  CHECK(refused.status == 503);
-  CHECK(refused.body.find("too many open connections") != std::string::npos);
-  CHECK(a.Get("/v2/health/live").status == 200);  // the others are unaffected
+  auto served = extra.Get("/v2/health/live");
+  INFO(served.error);
+  CHECK(served.status == 200);
+  CHECK(a.ClosedByPeer());
+  CHECK(b.Get("/v2/health/live").status == 200);  // the other is unaffected
 
   // Idle keep-alive connections are closed after idle_timeout_ms.
   std::this_thread::sleep_for(std::chrono::milliseconds(700));
-  CHECK(a.ClosedByPeer());
   CHECK(b.ClosedByPeer());
+  CHECK(extra.ClosedByPeer());
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
 
   // A slow sender is cut off by the read deadline.

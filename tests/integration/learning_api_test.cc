@@ -1,64 +1,22 @@
 // The online-learning API over real sockets: ingest, auth, feedback, learner
 // control, versions and rollback, end to end under concurrent inference.
-#include "tests/integration/learning_fixture.h"
+#include "tests/integration/learning_env.h"
 
 #include <rapidjson/document.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <set>
 #include <chrono>
 #include <thread>
+#include <vector>
 
 #include "daemon/daemon.h"
 #include "tests/integration/http_test_client.h"
 
 namespace distilld::testing {
 namespace {
-
-using http::verb;
-using Headers = std::vector<std::pair<std::string, std::string>>;
-
-rapidjson::Document Parse(const std::string& body) {
-  rapidjson::Document d;
-  d.Parse(body.c_str());
-  REQUIRE_FALSE(d.HasParseError());
-  return d;
-}
-
-struct Env {
-  TempDir dir;
-  SyntheticTask task;
-  config::Config config;
-  std::unique_ptr<daemon::Daemon> daemon;
-
-  explicit Env(std::function<void(config::Config&)> tweak = nullptr) {
-    TrainAndSave(task, {0, 1, 2}, dir.str("teacher.pt"), 1);
-    TrainAndSave(task, {0, 1}, dir.str("student.pt"), 2);
-    config = LearningConfig(dir);
-    if (tweak) tweak(config);
-    daemon = daemon::Daemon::Create(config);
-    Status s = daemon->Start();
-    INFO(s.ToString());
-    REQUIRE(s.ok());
-  }
-  TcpClient Client() { return TcpClient(Loopback(daemon->tcp_port())); }
-  uint64_t Waiting() { return daemon->store()->CountIncoming(0).value(); }
-};
-
-// Polls a round until it is no longer running.
-rapidjson::Document WaitRound(TcpClient& c, int64_t id) {
-  for (int i = 0; i < 600; ++i) {
-    Reply r = c.Get("/v1/learner/rounds/" + std::to_string(id));
-    REQUIRE(r.status == 200);
-    rapidjson::Document d = Parse(r.body);
-    const std::string outcome = d["outcome"].GetString();
-    if (outcome != "running" && outcome != "queued") return d;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  FAIL("round " << id << " did not finish");
-  return {};
-}
 
 // Accuracy of the served model on class `cls`, and the version that answered.
 std::pair<double, std::string> ClassAccuracy(TcpClient& c, const SyntheticTask& task, int cls) {

@@ -240,16 +240,17 @@ TEST_CASE("a user's Python student learns a class-incremental stream over HTTP w
   // evidently has; later ones in the recorded one.
   auto rounds = d->registry()->ListRounds(100).value();
   REQUIRE(!rounds.empty());
-  CHECK(rounds.back().eval_json.find("\"active_label_space_source\":\"inferred\"") != std::string::npos);
-  CHECK(rounds.front().eval_json.find("\"active_label_space_source\":\"recorded\"") != std::string::npos);
-  CHECK(rounds.front().eval_json.find("\"label_space\":[0,1,2,3,4,5]") != std::string::npos);
+  REQUIRE(rounds.back().evaluation.has_value());
+  REQUIRE(rounds.front().evaluation.has_value());
+  CHECK(rounds.back().evaluation->active_label_space_source == storage::LabelSpaceSource::kInferred);
+  CHECK(rounds.front().evaluation->active_label_space_source == storage::LabelSpaceSource::kRecorded);
+  CHECK(rounds.front().evaluation->label_space == std::set<int64_t>{0, 1, 2, 3, 4, 5});
   // The user's student was recycled through its parameter list (fc1's units
   // left dead by its training on two classes), not refused as "not built-in".
   int64_t recycled = 0;
   for (const auto& r : rounds) {
-    const size_t at = r.loss_json.find("\"recycled_units\":");
-    REQUIRE(at != std::string::npos);
-    recycled += std::stoll(r.loss_json.substr(at + 17));
+    REQUIRE(r.loss.has_value());
+    recycled += r.loss->recycled_units;
   }
   CHECK(recycled > 0);
   stop = true;

@@ -26,6 +26,7 @@
 #include "learner/distiller.h"
 #include "learner/model/model_io.h"
 #include "learner/train_step.h"
+#include "storage/evaluation_json.h"
 #include "tests/support/fake_registry.h"
 #include "tests/support/fake_sample_store.h"
 #include "tests/support/temp_dir.h"
@@ -161,21 +162,21 @@ struct Fixture {
   void Append(const std::vector<storage::Sample>& s) { REQUIRE(store->AppendIncoming(s).ok()); }
 };
 
-inline double Json(const std::string& json, const std::string& prefix) {
-  // Tiny reader for "<prefix>...\"accuracy\":<x>" in our own eval JSON.
-  size_t at = json.find(prefix);
-  REQUIRE(at != std::string::npos);
-  size_t acc = json.find("\"accuracy\":", at);
-  REQUIRE(acc != std::string::npos);
-  return std::stod(json.substr(acc + 11));
+// The round's evaluation; the round must have one.
+inline const storage::RoundEvaluation& Eval(const storage::RoundRecord& r) {
+  REQUIRE(r.evaluation.has_value());
+  return *r.evaluation;
 }
 
-// An integer field of a round's loss JSON ({"steps":N,"recycled_units":N,...}).
-inline int64_t LossField(const storage::RoundRecord& r, const std::string& key) {
-  const std::string tag = "\"" + key + "\":";
-  size_t at = r.loss_json.find(tag);
-  REQUIRE(at != std::string::npos);
-  return std::stoll(r.loss_json.substr(at + tag.size()));
+// The evaluation as the API shows it, for INFO().
+inline std::string Shown(const storage::RoundRecord& r) {
+  return r.evaluation ? storage::EncodeRoundEvaluation(*r.evaluation) : std::string("{}");
+}
+
+// The round's loss summary; the round must have trained.
+inline const storage::RoundLoss& Loss(const storage::RoundRecord& r) {
+  REQUIRE(r.loss.has_value());
+  return *r.loss;
 }
 
 template <typename F>

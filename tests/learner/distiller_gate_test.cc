@@ -7,18 +7,17 @@ namespace {
 
 using namespace distiller_test;  // the fixture and its helpers
 
-// A gate check's verdict from a round's evaluation JSON ("name" and, for
-// per-class checks, "class").
-std::optional<bool> CheckPassed(const std::string& json, const std::string& name, std::optional<int64_t> cls = {}) {
-  std::string key = "{\"name\":\"" + name + "\"";
-  if (cls) key += ",\"class\":" + std::to_string(*cls);
-  key += ",";
-  size_t at = json.find(key);
-  if (at == std::string::npos) return std::nullopt;
-  size_t pass = json.find("\"pass\":", at);
-  REQUIRE(pass != std::string::npos);
-  return json.compare(pass + 7, 4, "true") == 0;
+// A gate check's verdict in a round's evaluation (by name and, for
+// per-class checks, class); nullopt when the gate did not run it.
+std::optional<bool> CheckPassed(const storage::RoundRecord& r, const std::string& name,
+                                std::optional<int64_t> cls = {}) {
+  for (const storage::GateCheckResult& c : Eval(r).gate.checks) {
+    if (c.name == name && c.cls == cls) return c.pass;
+  }
+  return std::nullopt;
 }
+
+using Classes = std::set<int64_t>;
 
 TEST_CASE("class-incremental rounds under the default gate: new classes with replay are promoted, without replay rejected") {
   // Phase 1: classes 0 and 1; phase 2: class 2 alone. The default gate
@@ -34,33 +33,35 @@ TEST_CASE("class-incremental rounds under the default gate: new classes with rep
     f.Append(BlobsOf(300, 11, {0, 1}));
     auto first = (*d)->RunRoundNow("test");
     REQUIRE(first.ok());
-    INFO(first->eval_json);
+    INFO(Shown(*first));
     REQUIRE(first->outcome == storage::RoundOutcome::kPromoted);
     // The built-in initial student knew nothing: both classes were new.
-    CHECK(first->eval_json.find("\"active_label_space\":[],\"active_label_space_source\":\"recorded\"") !=
-          std::string::npos);
-    CHECK(first->eval_json.find("\"label_space\":[0,1]") != std::string::npos);
-    CHECK(CheckPassed(first->eval_json, "new_classes_learned") == true);
+    CHECK(Eval(*first).active_label_space.empty());
+    CHECK(Eval(*first).active_label_space_source == storage::LabelSpaceSource::kRecorded);
+    CHECK(Eval(*first).label_space == Classes{0, 1});
+    CHECK(CheckPassed(*first, "new_classes_learned") == true);
 
     f.Append(BlobsOf(200, 12, {2}));
     auto second = (*d)->RunRoundNow("test");
     REQUIRE(second.ok());
-    INFO(second->eval_json, " ", second->reason);
-    CHECK(second->eval_json.find("\"active_label_space\":[0,1]") != std::string::npos);
+    INFO(Shown(*second), " ", second->reason);
+    CHECK(Eval(*second).active_label_space == Classes{0, 1});
     if (replay) {
       CHECK(second->outcome == storage::RoundOutcome::kPromoted);
-      CHECK(CheckPassed(second->eval_json, "old_class_accuracy", 0) == true);
-      CHECK(CheckPassed(second->eval_json, "old_class_retention", 1) == true);
-      CHECK(CheckPassed(second->eval_json, "new_classes_learned") == true);
-      CHECK(second->eval_json.find("\"label_space\":[0,1,2]") != std::string::npos);
+      CHECK(CheckPassed(*second, "old_class_accuracy", 0) == true);
+      CHECK(CheckPassed(*second, "old_class_retention", 1) == true);
+      CHECK(CheckPassed(*second, "new_classes_learned") == true);
+      CHECK(Eval(*second).label_space == Classes{0, 1, 2});
       // The promoted version carries its label space for the next round.
       auto v = f.registry->GetVersion(*second->candidate_version);
       REQUIRE(v.ok());
-      CHECK(v->metrics_json.find("\"label_space\":[0,1,2]") != std::string::npos);
+      CHECK(v->metrics.label_space == Classes{0, 1, 2});
+      REQUIRE(v->metrics.evaluation.has_value());
+      CHECK(*v->metrics.evaluation == Eval(*second));
     } else {
       // Trained on class 2 alone, it predicts 2 for everything.
       CHECK(second->outcome == storage::RoundOutcome::kRejected);
-      CHECK(CheckPassed(second->eval_json, "old_class_retention", 0) == false);
+      CHECK(CheckPassed(*second, "old_class_retention", 0) == false);
       CHECK(second->reason.find("class 0 accuracy") != std::string::npos);
       CHECK(f.ActiveId() == *first->candidate_version);
     }
@@ -82,8 +83,8 @@ TEST_CASE("unlabelled samples do not widen a version's label space") {
   f.Append(unlabelled);
   auto second = (*d)->RunRoundNow("test");
   REQUIRE(second.ok());
-  INFO(second->eval_json);
-  CHECK(second->eval_json.find("\"label_space\":[0,1],") != std::string::npos);
+  INFO(Shown(*second));
+  CHECK(Eval(*second).label_space == Classes{0, 1});
 }
 
 TEST_CASE("a student from a file has its label space inferred from what it classifies on the held-out set") {
@@ -108,15 +109,15 @@ TEST_CASE("a student from a file has its label space inferred from what it class
     path = saved->path;
   }
   Fixture f(path);
-  CHECK(f.initial.metrics_json == "{}");
+  CHECK(f.initial.metrics == storage::VersionMetrics{});
   f.Append(BlobsOf(400, 22, {0, 1, 2}));
   auto d = IncrementalDistiller::Create(f.Options());
   REQUIRE(d.ok());
   auto r = (*d)->RunRoundNow("test");
   REQUIRE(r.ok());
-  INFO(r->eval_json);
-  CHECK(r->eval_json.find("\"active_label_space\":[0,1],\"active_label_space_source\":\"inferred\"") !=
-        std::string::npos);
+  INFO(Shown(*r));
+  CHECK(Eval(*r).active_label_space == Classes{0, 1});
+  CHECK(Eval(*r).active_label_space_source == storage::LabelSpaceSource::kInferred);
   CHECK(r->outcome == storage::RoundOutcome::kPromoted);
 }
 

@@ -28,10 +28,10 @@ TEST_CASE("a round improves held-out accuracy and is promoted") {
   REQUIRE(d.ok());
   auto round = (*d)->RunRoundNow("test");
   REQUIRE(round.ok());
-  INFO(round->eval_json, " ", round->reason);
+  INFO(Shown(*round), " ", round->reason);
   CHECK(round->outcome == storage::RoundOutcome::kPromoted);
   CHECK(round->samples_new == 400);
-  const double cand = Json(round->eval_json, "\"candidate\""), act = Json(round->eval_json, "\"active\"");
+  const double cand = Eval(*round).candidate.accuracy, act = Eval(*round).active.accuracy;
   CHECK(cand > 0.9);
   CHECK(cand > act + 0.2);
   REQUIRE(round->candidate_version.has_value());
@@ -106,9 +106,9 @@ TEST_CASE("a round with feature distillation and a cosine temperature schedule")
   REQUIRE(d.ok());
   auto round = (*d)->RunRoundNow("test");
   REQUIRE(round.ok());
-  INFO(round->reason, " ", round->loss_json);
+  INFO(round->reason, " ", Loss(*round).steps);
   CHECK(round->outcome == storage::RoundOutcome::kPromoted);
-  CHECK(Json(round->eval_json, "\"candidate\"") > 0.9);
+  CHECK(Eval(*round).candidate.accuracy > 0.9);
   o.learner.temperature_schedule.start = 0;  // temperatures must be > 0
   CHECK(IncrementalDistiller::Create(o).status().code() == StatusCode::kInvalidArgument);
   o.learner.temperature_schedule = {4.0, 4.0, config::TemperatureCurve::kConstant};
@@ -129,8 +129,9 @@ TEST_CASE("with no labelled holdout the gate uses teacher agreement") {
   REQUIRE(d.ok());
   auto round = (*d)->RunRoundNow("test");
   REQUIRE(round.ok());
-  INFO(round->eval_json);
-  CHECK(round->eval_json.find("\"basis\":\"teacher_agreement\"") != std::string::npos);
+  INFO(Shown(*round));
+  CHECK(Eval(*round).basis == "teacher_agreement");
+  CHECK(Eval(*round).gate.basis == "teacher_agreement");
   CHECK(round->outcome == storage::RoundOutcome::kPromoted);
   CHECK(f.holdout->size() == 0);
 }
@@ -167,7 +168,7 @@ TEST_CASE("after a round every consumed sample is in exactly one place: holdout 
 }
 
 TEST_CASE("balanced fine-tuning adds epochs over the buffer plus as many new samples per class as it holds") {
-  auto steps = [](const storage::RoundRecord& r) { return LossField(r, "steps"); };
+  auto steps = [](const storage::RoundRecord& r) { return Loss(r).steps; };
   // Same data and seeds, with and without the fine-tuning pass; and both
   // again without replay (replay_ratio 0), where it must not run.
   Fixture plain, tuned, plain_noreplay, tuned_noreplay;
@@ -306,8 +307,8 @@ TEST_CASE("units of the active version that never fire are recycled before train
   auto r_off = (*d_off)->RunRoundNow("test");
   REQUIRE(r_on.ok());
   REQUIRE(r_off.ok());
-  CHECK(LossField(*r_on, "recycled_units") >= 4);  // the four, and any the random init left dead
-  CHECK(LossField(*r_off, "recycled_units") == 0);
+  CHECK(Loss(*r_on).recycled_units >= 4);  // the four, and any the random init left dead
+  CHECK(Loss(*r_off).recycled_units == 0);
   CHECK(r_on->outcome == storage::RoundOutcome::kPromoted);
 
   auto fc0 = [](Fixture& f) {

@@ -133,5 +133,28 @@ TEST_CASE("Sha256File matches a known digest") {
   CHECK(*d == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST_CASE("CheckSignature: the right shape passes; other inputs, class counts and NaN weights say what they did") {
+  ArchSpec arch;
+  arch.kind = "mlp";
+  arch.input_shape = {1, 4, 4};
+  arch.classes = 3;
+  arch.hidden = {8};
+  auto m = BuildModel(arch, 1);
+  REQUIRE(m.ok());
+  CHECK(CheckSignature(*m, {1, 4, 4}, 3).ok());
+  Status classes = CheckSignature(*m, {1, 4, 4}, 10);
+  CHECK(classes.code() == StatusCode::kInvalidArgument);
+  CHECK(classes.message().find("returns [2, 3], expected [2, 10] (model.classes 10)") != std::string::npos);
+  Status input = CheckSignature(*m, {1, 5, 5}, 3);
+  CHECK(input.code() == StatusCode::kInvalidArgument);
+  INFO(input.message());
+  CHECK(input.message().find("forward() on input [2, 1, 5, 5] (model.input_shape) fails") != std::string::npos);
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& p : m->parameters()) p.fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  CHECK(CheckSignature(*m, {1, 4, 4}, 3).message().find("non-finite") != std::string::npos);
+}
+
 }  // namespace
 }  // namespace distilld::learner

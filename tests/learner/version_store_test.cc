@@ -54,7 +54,8 @@ TEST_CASE("the first start saves, registers, activates and records the initial s
   CHECK(first->id == 1);
   CHECK(first->path == "models/v000001.pt");
   CHECK(first->status == storage::VersionStatus::kActive);
-  CHECK(first->metrics_json == "{\"label_space\":[]}");
+  CHECK(first->metrics.label_space == std::set<int64_t>{});
+  CHECK_FALSE(first->metrics.evaluation.has_value());
   CHECK(first->sha256 == *Sha256File(env.File(first->path).string()));
   CHECK(first->size_bytes == static_cast<int64_t>(std::filesystem::file_size(env.File(first->path))));
   auto events = env.registry->ListEvents(10);
@@ -115,9 +116,10 @@ TEST_CASE("a user's student file: its label space is left to be inferred") {
   REQUIRE(SaveModelAtomic(*model, env.dir.str("user.pt")).ok());
   InitialStudentOptions o;
   o.student_path = env.dir.str("user.pt");
+  o.arch = Tiny();  // the input shape and classes its signature is checked against
   auto v = env.versions->LoadOrCreateInitial(o);
-  REQUIRE(v.ok());
-  CHECK(v->metrics_json == "{}");
+  REQUIRE_MESSAGE(v.ok(), v.status().ToString());
+  CHECK(v->metrics == storage::VersionMetrics{});  // distilld knows nothing of its training
   CHECK(v->note == "initial student from " + env.dir.str("user.pt"));
   o.student_path = env.dir.str("missing.pt");
   Env other;

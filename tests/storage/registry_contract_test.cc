@@ -17,6 +17,7 @@
 #include "common/clock.h"
 #include "storage/registry.h"
 #include "tests/support/fake_registry.h"
+#include "tests/storage/sample_evaluation.h"
 #include "tests/support/temp_dir.h"
 
 namespace distilld::storage {
@@ -108,7 +109,7 @@ TEST_CASE_TEMPLATE("versions: add, get, list, status, metrics", Impl, Sqlite, Fa
   CHECK(reg->GetVersion(1).status().code() == StatusCode::kNotFound);
 
   VersionRecord v1 = Version("models/v000001.pt");
-  v1.metrics_json = R"({"accuracy": 0.8})";
+  v1.metrics.label_space = std::set<int64_t>{0, 3};
   v1.note = "it's \"quoted\"; DROP TABLE versions; --";
   auto id1 = reg->AddVersion(v1);
   REQUIRE(id1.ok());
@@ -129,7 +130,7 @@ TEST_CASE_TEMPLATE("versions: add, get, list, status, metrics", Impl, Sqlite, Fa
   CHECK(got.size_bytes == 1234);
   CHECK(got.created_us == 5'000'000);  // from the clock, because it was 0
   CHECK(got.status == VersionStatus::kCandidate);
-  CHECK(got.metrics_json == v1.metrics_json);
+  CHECK(got.metrics == v1.metrics);
   CHECK(got.note == v1.note);
   CHECK(!got.parent.has_value());
   CHECK(!got.round_id.has_value());
@@ -160,10 +161,13 @@ TEST_CASE_TEMPLATE("versions: add, get, list, status, metrics", Impl, Sqlite, Fa
         StatusCode::kInvalidArgument);
   CHECK(reg->SetVersionStatus(9, VersionStatus::kRetired, "").code() == StatusCode::kNotFound);
 
-  REQUIRE(reg->SetVersionMetrics(1, R"({"accuracy": 0.9})").ok());
-  CHECK(reg->GetVersion(1)->metrics_json == R"({"accuracy": 0.9})");
-  REQUIRE(reg->SetVersionMetrics(1, R"({"accuracy": 0.9})").ok());  // unchanged value is fine
-  CHECK(reg->SetVersionMetrics(9, "{}").code() == StatusCode::kNotFound);
+  VersionMetrics metrics;
+  metrics.evaluation = testing::SampleEvaluation();
+  metrics.label_space = metrics.evaluation->label_space;
+  REQUIRE(reg->SetVersionMetrics(1, metrics).ok());
+  CHECK(reg->GetVersion(1)->metrics == metrics);  // every field, every digit
+  REQUIRE(reg->SetVersionMetrics(1, metrics).ok());  // unchanged value is fine
+  CHECK(reg->SetVersionMetrics(9, {}).code() == StatusCode::kNotFound);
   CHECK(IdsOf(reg->ListVersions()) == IdList{1, 2, 3});
 }
 
@@ -288,8 +292,8 @@ TEST_CASE_TEMPLATE("rounds: begin, update, get, list newest first, abort", Impl,
   CHECK(!rec.ended_us.has_value());
   CHECK(rec.samples_new == 0);
   CHECK(rec.samples_replay == 0);
-  CHECK(rec.loss_json == "{}");
-  CHECK(rec.eval_json == "{}");
+  CHECK(!rec.loss.has_value());
+  CHECK(!rec.evaluation.has_value());
   CHECK(rec.reason.empty());
   CHECK(!rec.candidate_version.has_value());
 
@@ -305,8 +309,8 @@ TEST_CASE_TEMPLATE("rounds: begin, update, get, list newest first, abort", Impl,
   clock.Advance(500);
   rec.samples_new = 512;
   rec.samples_replay = 256;
-  rec.loss_json = R"({"first": 1.2, "last": 0.4})";
-  rec.eval_json = R"({"candidate": 0.81, "active": 0.8})";
+  rec.loss = RoundLoss{300, 2, 1.2, 0.4, 0.7};
+  rec.evaluation = testing::SampleEvaluation();
   rec.outcome = RoundOutcome::kPromoted;
   rec.reason = "better";
   rec.candidate_version = 3;
@@ -317,8 +321,8 @@ TEST_CASE_TEMPLATE("rounds: begin, update, get, list newest first, abort", Impl,
   CHECK(got.trigger == "count");
   CHECK(got.samples_new == 512);
   CHECK(got.samples_replay == 256);
-  CHECK(got.loss_json == rec.loss_json);
-  CHECK(got.eval_json == rec.eval_json);
+  CHECK(got.loss == rec.loss);
+  CHECK(got.evaluation == rec.evaluation);
   CHECK(got.outcome == RoundOutcome::kPromoted);
   CHECK(got.reason == "better");
   CHECK(got.candidate_version == 3);
@@ -396,20 +400,30 @@ TEST_CASE_TEMPLATE("events: newest first, at most limit, only ids above after_id
   CHECK((*events)[1].time_us == 14);
 
   CHECK(IdsOf(reg->ListEvents(100)) == IdList{5, 4, 3, 2, 1});
-  CHECK(IdsOf(reg->ListEvents(100, 3)) == IdList{5, 4});
-  // after_id filters, it does not page from the cursor: with a limit below
-  // the backlog the newest events come back and the ones just above
-  // after_id are left out. A poller sees everything only with a limit at
-  // least as large as what arrived since its last call.
-  CHECK(IdsOf(reg->ListEvents(2, 1)) == IdList{5, 4});
-  CHECK(reg->ListEvents(100, 5)->empty());
   CHECK(reg->ListEvents(0)->empty());
-  // Polling forward from the newest id seen picks up only new events.
-  int64_t cursor = (*reg->ListEvents(1))[0].id;
+  // After a cursor: the events that follow it, oldest first, so a backlog
+  // larger than the limit is paged through, not skipped.
+  CHECK(IdsOf(reg->ListEventsAfter(3, 100)) == IdList{4, 5});
+  CHECK(IdsOf(reg->ListEventsAfter(1, 2)) == IdList{2, 3});
+  CHECK(IdsOf(reg->ListEventsAfter(0, 100)) == IdList{1, 2, 3, 4, 5});
+  CHECK(reg->ListEventsAfter(5, 100)->empty());
+  CHECK(reg->ListEventsAfter(1, 0)->empty());
+  CHECK((*reg->ListEventsAfter(4, 1))[0].message == "event 5");
+  // A poller with a small page sees every event exactly once.
+  int64_t cursor = 0;
+  IdList seen;
+  for (int polls = 0; polls < 10; ++polls) {
+    auto page = reg->ListEventsAfter(cursor, 2);
+    REQUIRE(page.ok());
+    if (page->empty()) break;
+    for (const auto& e : *page) seen.push_back(e.id);
+    cursor = page->back().id;
+  }
+  CHECK(seen == IdList{1, 2, 3, 4, 5});
   auto next = reg->LogEvent(EventKind::kConfigReload, "reloaded");
   REQUIRE(next.ok());
   CHECK(*next == 6);
-  CHECK(IdsOf(reg->ListEvents(100, cursor)) == IdList{6});
+  CHECK(IdsOf(reg->ListEventsAfter(cursor, 100)) == IdList{6});
 
   // Events, rounds and versions number their ids independently.
   auto round = reg->BeginRound("api");

@@ -163,10 +163,10 @@ TEST_CASE("events: newest first, limit, after_id; everything survives reopen") {
   CHECK(events[0].time_us == 15);
   CHECK(events[1].id == 4);
   CHECK(!events[1].version_id.has_value());
-  auto after = *reg->ListEvents(100, 3);
+  auto after = *reg->ListEventsAfter(3, 100);
   REQUIRE(after.size() == 2);
-  CHECK(after[0].id == 5);
-  CHECK(after[1].id == 4);
+  CHECK(after[0].id == 4);
+  CHECK(after[1].id == 5);
   CHECK((*reg->ActiveVersion())->path == "v1");
   CHECK(reg->ListRounds(10)->size() == 1);
 }

@@ -103,12 +103,12 @@ Status FakeRegistry::SetVersionStatus(int64_t id, VersionStatus status, std::str
   return Status::Ok();
 }
 
-Status FakeRegistry::SetVersionMetrics(int64_t id, std::string_view metrics_json) {
+Status FakeRegistry::SetVersionMetrics(int64_t id, const storage::VersionMetrics& metrics) {
   std::lock_guard<std::mutex> lock(mu_);
   if (TakeFailureLocked()) return InjectedFailure("set version metrics");
   auto it = versions_.find(id);
   if (it == versions_.end()) return VersionNotFound(id);
-  it->second.metrics_json = std::string(metrics_json);
+  it->second.metrics = metrics;
   return Status::Ok();
 }
 
@@ -196,10 +196,18 @@ Result<int64_t> FakeRegistry::LogEvent(storage::EventKind kind, std::string_view
   return e.id;
 }
 
-Result<std::vector<EventRecord>> FakeRegistry::ListEvents(size_t limit, int64_t after_id) {
+Result<std::vector<EventRecord>> FakeRegistry::ListEvents(size_t limit) {
   std::lock_guard<std::mutex> lock(mu_);
-  // Walking down from the newest, the first id <= after_id ends the list.
-  return NewestFirst(events_, limit, [after_id](int64_t id) { return id > after_id; });
+  return NewestFirst(events_, limit, [](int64_t) { return true; });
+}
+
+Result<std::vector<EventRecord>> FakeRegistry::ListEventsAfter(int64_t after_id, size_t limit) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<EventRecord> out;
+  for (auto it = events_.upper_bound(after_id); it != events_.end() && out.size() < limit; ++it) {
+    out.push_back(it->second);
+  }
+  return out;
 }
 
 void FakeRegistry::FailNextWrites(int count) {

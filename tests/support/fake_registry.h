@@ -47,7 +47,7 @@ class FakeRegistry final : public storage::Registry {
   Result<std::vector<storage::VersionRecord>> ListVersions() override;
   Status SetVersionStatus(int64_t id, storage::VersionStatus status,
                           std::string_view note) override;
-  Status SetVersionMetrics(int64_t id, std::string_view metrics_json) override;
+  Status SetVersionMetrics(int64_t id, const storage::VersionMetrics& metrics) override;
   Status Activate(int64_t id, bool allow_rejected = false) override;
   Result<std::optional<storage::VersionRecord>> ActiveVersion() override;
 
@@ -59,7 +59,8 @@ class FakeRegistry final : public storage::Registry {
 
   Result<int64_t> LogEvent(storage::EventKind kind, std::string_view message,
                            std::optional<int64_t> version_id = std::nullopt) override;
-  Result<std::vector<storage::EventRecord>> ListEvents(size_t limit, int64_t after_id = 0) override;
+  Result<std::vector<storage::EventRecord>> ListEvents(size_t limit) override;
+  Result<std::vector<storage::EventRecord>> ListEventsAfter(int64_t after_id, size_t limit) override;
 
   // Fault injection: the next `count` writing calls (add, set, activate,
   // begin/update/abort round, log event) fail with IoError and change

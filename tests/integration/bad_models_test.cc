@@ -1,0 +1,178 @@
+// Bad model files as a user may hand them over, or a disk may leave them:
+// truncated, bit-flipped, the wrong input shape or class count, as the
+// initial student, as the teacher, or as a stored version. The daemon
+// refuses to start with a message naming the file, or goes on serving a
+// good version; it never crashes and never serves a bad one.
+#include <rapidjson/document.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "learner/model/arch.h"
+#include "tests/integration/learning_env.h"
+
+namespace distilld::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void WriteAll(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// A model of the right file format but the wrong signature.
+void SaveMlp(const std::vector<int64_t>& input_shape, int64_t classes, const std::string& path) {
+  learner::ArchSpec arch;
+  arch.input_shape = input_shape;
+  arch.classes = classes;
+  arch.hidden = {8};
+  auto m = learner::BuildModel(arch, 3);
+  REQUIRE(m.ok());
+  REQUIRE(learner::SaveModelAtomic(*m, path).ok());
+}
+
+// The variants, each written over `path` from the good file `good`.
+enum class Damage { kTruncated, kEmpty, kNotAModel, kWrongClasses, kWrongInput };
+
+void Damaged(const std::string& good, const std::string& path, Damage d) {
+  const std::string bytes = ReadAll(good);
+  switch (d) {
+    case Damage::kTruncated: WriteAll(path, bytes.substr(0, bytes.size() / 2)); break;
+    case Damage::kEmpty: WriteAll(path, ""); break;
+    case Damage::kNotAModel: WriteAll(path, "this is not a TorchScript archive\n"); break;
+    case Damage::kWrongClasses: SaveMlp({1, 4, 4}, kTaskClasses + 2, path); break;
+    case Damage::kWrongInput: SaveMlp({1, 5, 5}, kTaskClasses, path); break;
+  }
+}
+
+const char* Name(Damage d) {
+  switch (d) {
+    case Damage::kTruncated: return "truncated";
+    case Damage::kEmpty: return "empty";
+    case Damage::kNotAModel: return "not a model";
+    case Damage::kWrongClasses: return "wrong class count";
+    case Damage::kWrongInput: return "wrong input shape";
+  }
+  return "";
+}
+
+constexpr Damage kAll[] = {Damage::kTruncated, Damage::kEmpty, Damage::kNotAModel, Damage::kWrongClasses,
+                           Damage::kWrongInput};
+
+TEST_CASE("a bad initial student or teacher refuses start-up naming the file, and registers nothing") {
+  TempDir dir;
+  SyntheticTask task;
+  TrainAndSave(task, {0, 1, 2}, dir.str("teacher.pt"), 1);
+  TrainAndSave(task, {0, 1}, dir.str("student.pt"), 2);
+  for (const char* role : {"student", "teacher"}) {
+    for (Damage d : kAll) {
+      CAPTURE(role);
+      CAPTURE(Name(d));
+      const std::string bad = dir.str(std::string("bad_") + role + ".pt");
+      Damaged(dir.str(std::string(role) + ".pt"), bad, d);
+      config::Config c = LearningConfig(dir);
+      c.storage.state_dir = dir.str(std::string("state_") + role + "_" + std::to_string(static_cast<int>(d)));
+      (std::string(role) == "student" ? c.model.student : c.model.teacher) = bad;
+      auto daemon = daemon::Daemon::Create(c);
+      Status st = daemon->Start();
+      INFO(st.ToString());
+      CHECK_FALSE(st.ok());
+      CHECK(st.message().find("model." + std::string(role)) != std::string::npos);
+      CHECK(st.message().find(bad) != std::string::npos);
+      daemon.reset();
+      // The user fixes the file and starts again on the same state dir: the
+      // good model is used, no bad version was registered before it.
+      (std::string(role) == "student" ? c.model.student : c.model.teacher) = dir.str(std::string(role) + ".pt");
+      auto fixed = daemon::Daemon::Create(c);
+      Status ok = fixed->Start();
+      INFO(ok.ToString());
+      REQUIRE(ok.ok());
+      auto versions = fixed->registry()->ListVersions();
+      REQUIRE(versions.ok());
+      CHECK(versions->size() == 1);
+      TcpClient client(Loopback(fixed->tcp_port()));
+      const float x[kTaskPixels] = {};
+      CHECK(client.Post("/v2/models/fashion/infer", Infer4x4(x, "fixed")).status == 200);
+    }
+  }
+}
+
+TEST_CASE("a stored version whose file was damaged is never served") {
+  Env env;
+  TcpClient c = env.Client();
+  // A second version to go to, from a round.
+  std::mt19937_64 rng(3);
+  std::vector<float> x;
+  std::vector<int64_t> y;
+  env.task.Make(90, -1, rng, &x, &y);
+  REQUIRE(c.Post("/v1/samples", SamplesJson(x, y)).status == 200);
+  Reply round = c.Post("/v1/learner/rounds", "{}");
+  REQUIRE(round.status == 202);
+  rapidjson::Document r = WaitRound(c, Parse(round.body)["round_id"].GetInt64());
+  REQUIRE(std::string(r["outcome"].GetString()) == "promoted");
+  const int64_t v2 = r["candidate_version"].GetInt64();
+
+  // Version 1's file gets a flipped byte: activating it is refused by its
+  // checksum, and version 2 keeps serving.
+  auto v1 = env.daemon->registry()->GetVersion(1);
+  REQUIRE(v1.ok());
+  const std::string file = (fs::path(env.config.storage.state_dir) / v1->path).string();
+  const std::string original_v1 = ReadAll(file);
+  std::string bytes = original_v1;
+  bytes[bytes.size() / 2] = static_cast<char>(bytes[bytes.size() / 2] ^ 0x10);
+  WriteAll(file, bytes);
+  Reply refused = c.Post("/v1/models/fashion/versions/1/activate", "{}");
+  CHECK(refused.status >= 400);
+  CHECK(refused.body.find("SHA-256") != std::string::npos);
+  const float zero[kTaskPixels] = {};
+  Reply served = c.Post("/v2/models/fashion/infer", Infer4x4(zero, "after"));
+  REQUIRE(served.status == 200);
+  CHECK(std::string(Parse(served.body)["model_version"].GetString()) == std::to_string(v2));
+  CHECK(env.daemon->registry()->ActiveVersion().value()->id == v2);
+
+  // The active version's file is damaged while the daemon is down: the next
+  // start serves the newest version that verifies, and says so.
+  const config::Config cfg = env.config;
+  env.daemon.reset();
+  std::string v2_file;
+  {
+    auto reg = storage::Registry::Open({(fs::path(cfg.storage.state_dir) / "registry.sqlite").string()});
+    REQUIRE(reg.ok());
+    v2_file = (fs::path(cfg.storage.state_dir) / (*reg)->GetVersion(v2)->path).string();
+  }
+  const std::string original_v2 = ReadAll(v2_file);
+  WriteAll(v2_file, original_v2.substr(0, original_v2.size() - 100));
+  WriteAll(file, original_v1);  // version 1 is intact again
+  {
+    auto restarted = daemon::Daemon::Create(cfg);
+    Status st = restarted->Start();
+    INFO(st.ToString());
+    REQUIRE(st.ok());
+    CHECK(restarted->registry()->ActiveVersion().value()->id == 1);
+    auto events = restarted->registry()->ListEvents(5);
+    REQUIRE(events.ok());
+    bool said = false;
+    for (const auto& e : *events) said = said || e.message.find("version " + std::to_string(v2)) != std::string::npos;
+    CHECK(said);
+    TcpClient rc(Loopback(restarted->tcp_port()));
+    Reply again = rc.Post("/v2/models/fashion/infer", Infer4x4(zero, "fallback"));
+    REQUIRE(again.status == 200);
+    CHECK(std::string(Parse(again.body)["model_version"].GetString()) == "1");
+  }
+  // No version verifies: start-up fails, naming the damage.
+  WriteAll(file, bytes);
+  auto broken = daemon::Daemon::Create(cfg);
+  Status st = broken->Start();
+  INFO(st.ToString());
+  CHECK_FALSE(st.ok());
+  CHECK(st.message().find("SHA-256") != std::string::npos);
+}
+
+}  // namespace
+}  // namespace distilld::testing
