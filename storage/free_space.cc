@@ -27,7 +27,7 @@ Status FreeSpaceFloor::Check(uint64_t bytes) const {
   if (floor == 0) return Status::Ok();
   ASSIGN_OR_RETURN(uint64_t free, FreeBytes());
   if (free >= floor && free - floor >= bytes) return Status::Ok();
-  auto mib = [](uint64_t b) { return std::to_string(b >> 20) + " MiB"; };
+  auto mib = [](uint64_t b) { return b >= (1u << 20) ? std::to_string(b >> 20) + " MiB" : std::to_string(b >> 10) + " KiB"; };
   return Status::ResourceExhausted("disk nearly full: " + path_ + " has " + mib(free) + " free, " +
                                    (bytes > 0 ? "needs " + mib(bytes) + " more, " : std::string()) +
                                    "and storage.min_free_mb keeps " + mib(floor) +

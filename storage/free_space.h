@@ -2,13 +2,15 @@
 // directory: writes that would eat into it are refused, with a message that
 // says so, before they reach RocksDB or a model file.
 //
-// Why a floor rather than handling ENOSPC: on a full disk RocksDB 7.8 (Debian
-// 12) does not fail the write cleanly. Measured: the first ingest batch that
-// hit ENOSPC aborted the whole daemon in an assertion of its WAL writer
-// (WritableFileWriter::AssertFalseAndGetStatusForPrevError), and a restart
-// on the same disk went the same way. The floor also leaves RocksDB room for
-// the memtable flushes and compactions it runs in the background, and
-// serving needs no disk at all, so it goes on.
+// Why a floor rather than riding ENOSPC: RocksDB 7.8 (Debian 12) on a full
+// disk is not safe to keep writing to. Once, the first ingest batch that hit
+// ENOSPC aborted the daemon in an assertion of its WAL writer
+// (WritableFileWriter::AssertFalseAndGetStatusForPrevError); in
+// bench/reliability/full_disk.py the write failed cleanly but the daemon could
+// not be restarted on that disk, because opening the store replays the WAL
+// into a new SST file and there was no room for it. With the floor both
+// runs stop writing with room to spare for RocksDB's flushes, compactions and
+// recovery. Serving needs no disk at all, so it goes on.
 //
 // Thread-safety: thread-safe (the floor is atomic; the probe must be too).
 #pragma once

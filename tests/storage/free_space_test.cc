@@ -39,6 +39,7 @@ TEST_CASE("the floor passes writes that leave it free and refuses the rest, sayi
   free = 100 * kMiB;
   CHECK(floor.Check().code() == StatusCode::kResourceExhausted);
   CHECK(floor.Check().message().find("has 100 MiB free, and storage.min_free_mb") != std::string::npos);
+  CHECK(floor.Check(4096).message().find("needs 4 KiB more") != std::string::npos);
   // Lowered at run time (SIGHUP), or off.
   floor.set_min_free_bytes(64 * kMiB);
   CHECK(floor.Check(36 * kMiB).ok());
