@@ -288,7 +288,9 @@ TEST_CASE("a reload applies training fields from the next round and names the fi
   Reply ev = c.Get("/v1/events?limit=50");
   REQUIRE(ev.status == 200);
   std::string applied, restart;
-  for (const auto& e : Parse(ev.body)["events"].GetArray()) {
+  // The document must outlive the loop: a temporary's array would dangle.
+  const rapidjson::Document events = Parse(ev.body);
+  for (const auto& e : events["events"].GetArray()) {
     const std::string kind = e["kind"].GetString();
     if (kind == "config_reload") applied = e["message"].GetString();
     if (kind == "config_restart_needed") restart = e["message"].GetString();
