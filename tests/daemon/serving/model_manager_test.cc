@@ -12,7 +12,7 @@
 #include <thread>
 
 #include "daemon/serving/model_manager.h"
-#include "tests/daemon/test_models.h"
+#include "tests/daemon/serving/test_models.h"
 #include "tests/support/temp_dir.h"
 
 using namespace distilld;

@@ -9,7 +9,7 @@
 #include <thread>
 
 #include "daemon/serving/batcher.h"
-#include "tests/daemon/test_models.h"
+#include "tests/daemon/serving/test_models.h"
 #include "tests/support/temp_dir.h"
 
 using namespace distilld;
