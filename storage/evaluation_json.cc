@@ -14,7 +14,7 @@
 namespace distilld::storage {
 namespace {
 
-using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+using Writer = JsonWriter;
 using Value = rapidjson::Value;
 
 constexpr EnumNames<LabelSpaceSource, 2> kSourceNames{{{LabelSpaceSource::kRecorded, "recorded"},
@@ -265,12 +265,16 @@ bool ParseObject(std::string_view json, rapidjson::Document* d) {
 
 }  // namespace
 
-std::string EncodeRoundEvaluation(const RoundEvaluation& evaluation) {
-  rapidjson::StringBuffer buf;
-  Writer w(buf);
+void WriteRoundEvaluation(JsonWriter& w, const RoundEvaluation& evaluation) {
   w.StartObject();
   WriteEvaluationMembers(w, evaluation, evaluation.label_space);
   w.EndObject();
+}
+
+std::string EncodeRoundEvaluation(const RoundEvaluation& evaluation) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  WriteRoundEvaluation(w, evaluation);
   return buf.GetString();
 }
 
@@ -280,9 +284,7 @@ std::optional<RoundEvaluation> DecodeRoundEvaluation(std::string_view json) {
   return ReadEvaluation(d);
 }
 
-std::string EncodeVersionMetrics(const VersionMetrics& metrics) {
-  rapidjson::StringBuffer buf;
-  Writer w(buf);
+void WriteVersionMetrics(JsonWriter& w, const VersionMetrics& metrics) {
   w.StartObject();
   if (metrics.evaluation) {
     WriteEvaluationMembers(w, *metrics.evaluation, metrics.label_space.value_or(metrics.evaluation->label_space));
@@ -291,6 +293,12 @@ std::string EncodeVersionMetrics(const VersionMetrics& metrics) {
     WriteClasses(w, *metrics.label_space);
   }
   w.EndObject();
+}
+
+std::string EncodeVersionMetrics(const VersionMetrics& metrics) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  WriteVersionMetrics(w, metrics);
   return buf.GetString();
 }
 
@@ -303,9 +311,7 @@ VersionMetrics DecodeVersionMetrics(std::string_view json) {
   return m;
 }
 
-std::string EncodeRoundLoss(const RoundLoss& loss) {
-  rapidjson::StringBuffer buf;
-  Writer w(buf);
+void WriteRoundLoss(JsonWriter& w, const RoundLoss& loss) {
   w.StartObject();
   Key(w, "steps");
   w.Int64(loss.steps);
@@ -318,6 +324,12 @@ std::string EncodeRoundLoss(const RoundLoss& loss) {
   Key(w, "mean");
   Number(w, loss.mean);
   w.EndObject();
+}
+
+std::string EncodeRoundLoss(const RoundLoss& loss) {
+  rapidjson::StringBuffer buf;
+  Writer w(buf);
+  WriteRoundLoss(w, loss);
   return buf.GetString();
 }
 

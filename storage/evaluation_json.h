@@ -9,6 +9,9 @@
 // Thread-safety: free functions of their arguments.
 #pragma once
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
+
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,6 +19,10 @@
 #include "storage/evaluation.h"
 
 namespace distilld::storage {
+
+// The writer the Write* functions append to: the /v1 API writes these
+// objects straight into its response, with no string in between.
+using JsonWriter = rapidjson::Writer<rapidjson::StringBuffer>;
 
 // {"basis":..,"candidate":{..},"active":{..},"active_version":..,
 //  "label_space":[..],"active_label_space":[..],
@@ -27,16 +34,19 @@ namespace distilld::storage {
 //  "with_teacher":..,"agreement":..,"per_class":{"0":{"acc":..,"n":..}},
 //  "old_space":{"classes":[..],"accuracy":..,"per_class":{..}}}.
 std::string EncodeRoundEvaluation(const RoundEvaluation& evaluation);
+void WriteRoundEvaluation(JsonWriter& w, const RoundEvaluation& evaluation);
 // nullopt for "{}" and anything without a "candidate" object.
 std::optional<RoundEvaluation> DecodeRoundEvaluation(std::string_view json);
 
 // The round evaluation's object (when there is one) with "label_space" set
 // from metrics.label_space; {"label_space":[..]} or {} without one.
 std::string EncodeVersionMetrics(const VersionMetrics& metrics);
+void WriteVersionMetrics(JsonWriter& w, const VersionMetrics& metrics);
 VersionMetrics DecodeVersionMetrics(std::string_view json);
 
 // {"steps":..,"recycled_units":..,"first":..,"last":..,"mean":..}
 std::string EncodeRoundLoss(const RoundLoss& loss);
+void WriteRoundLoss(JsonWriter& w, const RoundLoss& loss);
 // nullopt for "{}" and anything without "steps".
 std::optional<RoundLoss> DecodeRoundLoss(std::string_view json);
 

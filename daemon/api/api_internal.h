@@ -46,7 +46,6 @@ std::optional<int64_t> ParseVersion(std::string_view s);
 Result<int64_t> QueryInt(std::string_view target, std::string_view key, int64_t fallback, int64_t min, int64_t max);
 // Whether the query has ?key=... at all.
 bool HasQueryParam(std::string_view target, std::string_view key);
-void WriteRawJson(Writer& w, const std::string& json);
 void WriteVersion(Writer& w, const storage::VersionRecord& v);
 void WriteRound(Writer& w, const storage::RoundRecord& r);
 void WriteClassCounts(Writer& w, const std::map<int64_t, uint64_t>& counts);

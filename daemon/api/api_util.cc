@@ -43,16 +43,6 @@ std::optional<int64_t> ParseVersion(std::string_view s) {
   return v;
 }
 
-void WriteRawJson(Writer& w, const std::string& json) {
-  rapidjson::Document d;
-  d.Parse(json.c_str());
-  if (d.HasParseError()) {
-    w.Null();
-  } else {
-    d.Accept(w);
-  }
-}
-
 void WriteVersion(Writer& w, const storage::VersionRecord& v) {
   w.StartObject();
   w.Key("id");
@@ -72,7 +62,7 @@ void WriteVersion(Writer& w, const storage::VersionRecord& v) {
   w.Key("note");
   w.String(v.note.c_str());
   w.Key("metrics");
-  WriteRawJson(w, storage::EncodeVersionMetrics(v.metrics));
+  storage::WriteVersionMetrics(w, v.metrics);
   w.EndObject();
 }
 
@@ -97,9 +87,19 @@ void WriteRound(Writer& w, const storage::RoundRecord& r) {
   w.Key("candidate_version");
   r.candidate_version ? w.Int64(*r.candidate_version) : w.Null();
   w.Key("loss");
-  WriteRawJson(w, r.loss ? storage::EncodeRoundLoss(*r.loss) : std::string("{}"));
+  if (r.loss) {
+    storage::WriteRoundLoss(w, *r.loss);
+  } else {
+    w.StartObject();
+    w.EndObject();
+  }
   w.Key("evaluation");
-  WriteRawJson(w, r.evaluation ? storage::EncodeRoundEvaluation(*r.evaluation) : std::string("{}"));
+  if (r.evaluation) {
+    storage::WriteRoundEvaluation(w, *r.evaluation);
+  } else {
+    w.StartObject();
+    w.EndObject();
+  }
   w.EndObject();
 }
 
