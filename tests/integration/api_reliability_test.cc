@@ -44,9 +44,7 @@ TEST_CASE("below storage.min_free_mb ingest and rounds are refused with a messag
   CHECK(c.Get("/v2/health/ready").status == 200);
   // A round cannot consume or save anything: it fails, saying why, and
   // leaves the samples for later.
-  Reply round = c.Post("/v1/learner/rounds", "{}");
-  REQUIRE(round.status == 202);
-  rapidjson::Document r = WaitRound(c, Parse(round.body)["round_id"].GetInt64());
+  rapidjson::Document r = RequestRound(c);
   CHECK(std::string(r["outcome"].GetString()) == "failed");
   CHECK(std::string(r["reason"].GetString()).find("disk nearly full") != std::string::npos);
   CHECK(env.daemon->store()->IncomingCount() == stored);
@@ -62,9 +60,7 @@ TEST_CASE("below storage.min_free_mb ingest and rounds are refused with a messag
   CHECK(c.Post("/v1/samples", Batch(env.task, 60, 3)).status == 200);
   // Space freed: a round trains, saves and promotes.
   free->store(1024 * kMiB);
-  Reply again = c.Post("/v1/learner/rounds", "{}");
-  REQUIRE(again.status == 202);
-  rapidjson::Document ok = WaitRound(c, Parse(again.body)["round_id"].GetInt64());
+  rapidjson::Document ok = RequestRound(c);
   CHECK(std::string(ok["outcome"].GetString()) == "promoted");
   CHECK(ok["samples_new"].GetInt64() == 120);
 }

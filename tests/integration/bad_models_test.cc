@@ -111,10 +111,7 @@ TEST_CASE("a stored version whose file was damaged is never served") {
   std::vector<float> x;
   std::vector<int64_t> y;
   env.task.Make(90, -1, rng, &x, &y);
-  REQUIRE(c.Post("/v1/samples", SamplesJson(x, y)).status == 200);
-  Reply round = c.Post("/v1/learner/rounds", "{}");
-  REQUIRE(round.status == 202);
-  rapidjson::Document r = WaitRound(c, Parse(round.body)["round_id"].GetInt64());
+  rapidjson::Document r = PostSamplesAndRound(c, SamplesJson(x, y));
   REQUIRE(std::string(r["outcome"].GetString()) == "promoted");
   const int64_t v2 = r["candidate_version"].GetInt64();
 

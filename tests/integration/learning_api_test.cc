@@ -262,11 +262,7 @@ TEST_CASE("a reload applies training fields from the next round and names the fi
     std::vector<float> x;
     std::vector<int64_t> y;
     env.task.Make(200, -1, rng, &x, &y);
-    REQUIRE(c.Post("/v1/samples", SamplesJson(x, y)).status == 200);
-    Reply start = c.Post("/v1/learner/rounds", "{}");
-    REQUIRE(start.status == 202);
-    rapidjson::Document d = WaitRound(c, Parse(start.body)["round_id"].GetInt64());
-    return d["loss"]["steps"].GetInt64();
+    return PostSamplesAndRound(c, SamplesJson(x, y))["loss"]["steps"].GetInt64();
   };
   CHECK(round_steps() == 5);
 
@@ -442,10 +438,7 @@ TEST_CASE("end to end: learn a new class under load, then roll back, with zero f
   std::vector<float> x;
   std::vector<int64_t> y;
   env.task.Make(400, -1, rng, &x, &y);  // classes 0, 1 and the new class 2, labelled
-  REQUIRE(c.Post("/v1/samples", SamplesJson(x, y)).status == 200);
-  Reply start = c.Post("/v1/learner/rounds", "{}");
-  REQUIRE(start.status == 202);
-  rapidjson::Document rd = WaitRound(c, Parse(start.body)["round_id"].GetInt64());
+  rapidjson::Document rd = PostSamplesAndRound(c, SamplesJson(x, y));
   INFO(rd["reason"].GetString());
   REQUIRE(std::string(rd["outcome"].GetString()) == "promoted");
 

@@ -63,4 +63,22 @@ inline rapidjson::Document WaitRound(TcpClient& c, int64_t id) {
   return {};
 }
 
+// Asks for a round (POST /v1/learner/rounds must answer 202) and polls it
+// to its outcome.
+inline rapidjson::Document RequestRound(TcpClient& c) {
+  Reply start = c.Post("/v1/learner/rounds", "{}");
+  INFO(start.body);
+  REQUIRE(start.status == 202);
+  return WaitRound(c, Parse(start.body)["round_id"].GetInt64());
+}
+
+// What a client does to teach the daemon: posts a /v1/samples body (which
+// must be acknowledged), asks for a round and waits for its outcome.
+inline rapidjson::Document PostSamplesAndRound(TcpClient& c, const std::string& samples_body) {
+  Reply posted = c.Post("/v1/samples", samples_body);
+  INFO(posted.body);
+  REQUIRE(posted.status == 200);
+  return RequestRound(c);
+}
+
 }  // namespace distilld::testing
