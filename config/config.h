@@ -146,6 +146,10 @@ struct LearnerConfig {
   // the replayed rows per epoch). Needs image-shaped samples ([..., H, W]).
   // 0 = off. Worth it when replay_ratio draws a small buffer many times.
   int replay_shift_px = 0;
+  // The candidate is the exponential moving average of the round's weights
+  // over its steps (main pass and fine-tune) with this decay, not the last
+  // step's weights; 0 = off. The average spans ~1/(1-decay) steps.
+  double weight_average_decay = 0.995;
   // Before each round, hidden units of the student (built-in or not) through
   // which no gradient flows on the round's data get new incoming and zero
   // outgoing weights (same function, full width to learn with;

@@ -24,6 +24,7 @@
 #include "learner/gate.h"
 #include "learner/train_step.h"
 #include "learner/version_store.h"
+#include "learner/weight_average.h"
 #include "storage/registry.h"
 #include "storage/sample.h"
 
@@ -107,7 +108,8 @@ class RoundRunner {
   Result<Batch> AssembleTrainingData(const RoundState& rs, RoundHooks& hooks);
   Status RefreshReplayViews(Batch& data, int64_t first, const torch::Tensor& originals, RoundHooks& hooks);
   Result<int64_t> BalancedFinetune(const RoundState& rs, torch::jit::Module& candidate, const StepOptions& so,
-                                   double temperature, int64_t main_steps, RoundHooks& hooks);
+                                   double temperature, int64_t main_steps, WeightAverage* average,
+                                   RoundHooks& hooks);
   int64_t RecycleDormant(torch::jit::Module& candidate, const torch::Tensor& inputs, Status* error);
   std::set<int64_t> TrainedClasses(const Batch& data) const;
   // Heartbeat, stop check and the wait for inference before a step.

@@ -21,6 +21,9 @@ Status ValidateLearnerSettings(const config::LearnerConfig& l, const config::Rep
   if (l.balanced_finetune_epochs < 0) return bad("balanced_finetune_epochs", "must be >= 0");
   if (!(l.balanced_finetune_lr_scale > 0)) return bad("balanced_finetune_lr_scale", "must be > 0");
   if (l.replay_shift_px < 0) return bad("replay_shift_px", "must be >= 0");
+  if (!(l.weight_average_decay >= 0 && l.weight_average_decay < 1)) {
+    return bad("weight_average_decay", "must be in [0, 1)");
+  }
   if (!(l.dormant_threshold >= 0)) return bad("dormant_threshold", "must be >= 0");
   if (l.max_yield_s < 0) return bad("max_yield_s", "must be >= 0");
   if (std::string g = ValidateGateOptions(GateOptionsFrom(l)); !g.empty()) {

@@ -8,6 +8,7 @@
 #include "learner/round.h"
 #include "learner/round_settings.h"
 #include "learner/trainer.h"
+#include "learner/weight_average.h"
 
 // c10 (glog) defines LOG too; ours wins in this file.
 #undef LOG
@@ -58,6 +59,11 @@ Result<TrainedCandidate> RoundRunner::Train(RoundState* rs, RoundHooks& hooks) {
                    MakeOptimizer(l.optimizer, l.learning_rate, std::move(params)));
   const TemperatureScheduleOptions sched = TemperatureScheduleFrom(l);
   hooks.SetTotalSteps(total);
+  // See learner.weight_average_decay: started after recycling, so the
+  // average begins from the weights the round actually trains.
+  std::optional<WeightAverage> average;
+  if (l.weight_average_decay > 0) average.emplace(candidate, l.weight_average_decay);
+  Status average_error;
 
   // Replayed rows follow the new ones (AssembleTrainingData); their original
   // images are kept so every epoch draws views of the originals.
@@ -85,15 +91,18 @@ Result<TrainedCandidate> RoundRunner::Train(RoundState* rs, RoundHooks& hooks) {
     if (step == 0) first_loss = stats.loss;
     last_loss = stats.loss;
     sum_loss += stats.loss;
+    if (average && average_error.ok()) average_error = average->Update(candidate);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     hooks.ReportStep(step + 1, stats.loss, secs > 0 ? static_cast<double>(seen) / secs : 0.0);
   };
   RETURN_IF_ERROR(RunTrainLoop(candidate, *opt, data, so, rng_, loop));
+  RETURN_IF_ERROR(average_error);
   if (l.balanced_finetune_epochs > 0 && o_.replay.replay_ratio > 0) {
-    ASSIGN_OR_RETURN(int64_t steps,
-                     BalancedFinetune(*rs, candidate, so, TemperatureAt(sched, total, total), total, hooks));
+    ASSIGN_OR_RETURN(int64_t steps, BalancedFinetune(*rs, candidate, so, TemperatureAt(sched, total, total), total,
+                                                     average ? &*average : nullptr, hooks));
     total += steps;
   }
+  if (average) RETURN_IF_ERROR(average->CopyTo(candidate));
   rs->record.loss = storage::RoundLoss{total, recycled, first_loss, last_loss,
                                        total > 0 ? sum_loss / static_cast<double>(total) : 0.0};
   candidate.eval();
@@ -186,7 +195,7 @@ Status RoundRunner::RefreshReplayViews(Batch& data, int64_t first, const torch::
 // lower learning rate. Returns the steps run.
 Result<int64_t> RoundRunner::BalancedFinetune(const RoundState& rs, torch::jit::Module& candidate,
                                               const StepOptions& so, double temperature, int64_t main_steps,
-                                              RoundHooks& hooks) {
+                                              WeightAverage* average, RoundHooks& hooks) {
   const config::LearnerConfig& l = o_.learner;
   const replaybuffer::BufferStats stats = o_.buffer->Stats();
   if (stats.size == 0) return int64_t{0};
@@ -220,10 +229,15 @@ Result<int64_t> RoundRunner::BalancedFinetune(const RoundState& rs, torch::jit::
   loop.steps = StepsPerEpoch(data.size(), loop.batch_size) * l.balanced_finetune_epochs;
   hooks.SetTotalSteps(main_steps + loop.steps);
   loop.before_step = [&](int64_t, bool) { return BeforeStep(hooks); };
-  loop.after_step = [&](int64_t step, const StepStats& st) { hooks.ReportStep(main_steps + step + 1, st.loss, -1); };
+  Status average_error;
+  loop.after_step = [&](int64_t step, const StepStats& st) {
+    if (average && average_error.ok()) average_error = average->Update(candidate);
+    hooks.ReportStep(main_steps + step + 1, st.loss, -1);
+  };
   StepOptions fine = so;
   fine.loss.temperature = temperature;  // where the main pass ended
   RETURN_IF_ERROR(RunTrainLoop(candidate, *opt, data, fine, rng_, loop));
+  RETURN_IF_ERROR(average_error);
   return loop.steps;
 }
 

@@ -177,6 +177,13 @@ def write_config(example_path, out_path, port, state_dir, teacher, student):
     return new_text
 
 
+def weight_average_decay(config_text):
+    """learner.weight_average_decay of the config the daemon ran (0 if absent)."""
+    import re
+    hit = re.search(r"^  weight_average_decay:\s*([0-9.eE+-]+)", config_text, re.M)
+    return float(hit.group(1)) if hit else 0.0
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -846,7 +853,8 @@ class Run:
         mask = np.concatenate(stream_labelled_mask)
         torch.set_num_threads(a.threads)
         res["offline"] = offline_reference(student_path, teacher_path, xtr[order], ytr[order], mask,
-                                           xte, yte, m["total_steps"], a.offline_epochs, a.offline_seeds)
+                                           xte, yte, m["total_steps"], a.offline_epochs, a.offline_seeds,
+                                           weight_average_decay(cfg_text))
         res["offline"]["duration_s"] = time.monotonic() - t
         gaps = {}
         for row in res["offline"]["rows"]:
@@ -864,6 +872,8 @@ class Run:
             "every_phase_adapted_under_5s": bool(all(x is not None and x < 5.0 for x in tta)),
             "adapt_target_applies": a.student == "mlp",
         }
+        if "offline_steps_avg" in gaps:
+            m["verdicts"]["final_within_0.5_of_offline_steps_avg"] = bool(gaps["offline_steps_avg"] >= -0.5)
         res["duration_s"] = time.monotonic() - t_run
         res["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         write_json(a.out, res)
@@ -918,13 +928,14 @@ def kd_loss(s, t, y, labelled, alpha=KD_ALPHA, T=KD_T):
     return per.mean()
 
 
-def offline_reference(student_path, teacher_path, x, y, labelled, xte, yte, steps_match, epochs, seeds=3):
+def offline_reference(student_path, teacher_path, x, y, labelled, xte, yte, steps_match, epochs, seeds=3,
+                      avg_decay=0.0):
     """The rows of offline_trajectory averaged over `seeds` seeds (shuffling
     differs; the initial weights are the user's file): one trajectory's test
     accuracy moves by a few tenths of a point from epoch to epoch, as large as
     the gap being judged."""
     runs = [offline_trajectory(student_path, teacher_path, x, y, labelled, xte, yte, steps_match, epochs,
-                               OFFLINE_SEED + k) for k in range(max(1, seeds))]
+                               OFFLINE_SEED + k, avg_decay) for k in range(max(1, seeds))]
     out = dict(runs[0])
     out["seeds"] = [OFFLINE_SEED + k for k in range(len(runs))]
     out["train_s"] = sum(r["train_s"] for r in runs)
@@ -942,12 +953,17 @@ def offline_reference(student_path, teacher_path, x, y, labelled, xte, yte, step
     return out
 
 
-def offline_trajectory(student_path, teacher_path, x, y, labelled, xte, yte, steps_match, epochs, seed):
+def offline_trajectory(student_path, teacher_path, x, y, labelled, xte, yte, steps_match, epochs, seed,
+                       avg_decay=0.0):
     """Trains the initial student on the pooled stream (same samples, same labelled
     pattern) with Adam lr 1e-3, batch 64, the daemon's loss. Rows: as many steps as
     the daemon ran in all ("offline_steps") and `epochs` epochs ("offline_<E>ep").
     Both rows come from one seeded trajectory (the shorter one is a checkpoint of
-    it), which is exactly what two separate runs with the same seed would give."""
+    it), which is exactly what two separate runs with the same seed would give.
+    With avg_decay > 0 (the daemon's learner.weight_average_decay) a third row,
+    "offline_steps_avg", scores the same trajectory's moving average of weights
+    (same warm-up as learner/weight_average.cc) at the same-steps checkpoint:
+    the technique the daemon used, given to the offline student too."""
     import torch
     teacher = torch.jit.load(teacher_path)
     teacher.eval()
@@ -965,6 +981,9 @@ def offline_trajectory(student_path, teacher_path, x, y, labelled, xte, yte, ste
     rng = np.random.RandomState(seed)
     student = torch.jit.load(student_path)
     opt = torch.optim.Adam(student.parameters(), lr=OFFLINE_LR)
+    averaged = [t for t in list(student.parameters()) + list(student.buffers()) if t.is_floating_point()]
+    average = [t.detach().clone() for t in averaged] if avg_decay > 0 else None
+    avg_updates = 0
 
     def evaluate():
         student.eval()
@@ -974,6 +993,17 @@ def offline_trajectory(student_path, teacher_path, x, y, labelled, xte, yte, ste
         student.train()
         per_class = {str(c): float((p[yte == c] == c).mean()) for c in range(10)}
         return float((p == yte).mean()), per_class
+
+    def evaluate_average():
+        saved = [t.detach().clone() for t in averaged]
+        with torch.no_grad():
+            for t, a in zip(averaged, average):
+                t.copy_(a)
+        out = evaluate()
+        with torch.no_grad():
+            for t, v in zip(averaged, saved):
+                t.copy_(v)
+        return out
 
     results = {}
     for name, at in checkpoints.items():
@@ -993,6 +1023,19 @@ def offline_trajectory(student_path, teacher_path, x, y, labelled, xte, yte, ste
         loss = kd_loss(student(xt[idx]), tl[idx], yt[idx], lt[idx])
         loss.backward()
         opt.step()
+        if average is not None:
+            d = min(avg_decay, (1.0 + avg_updates) / (10.0 + avg_updates))
+            with torch.no_grad():
+                for a, t in zip(average, averaged):
+                    a.mul_(d).add_(t.detach(), alpha=1.0 - d)
+            avg_updates += 1
+            if step + 1 == steps_match:
+                acc, pc = evaluate_average()
+                results["offline_steps_avg"] = {"name": "offline_steps_avg", "steps": steps_match,
+                                                "epochs": steps_match / per_epoch, "accuracy": acc,
+                                                "per_class": pc, "weight_average_decay": avg_decay}
+                log("offline offline_steps_avg: %d steps, moving average (decay %g): test accuracy %.2f%%"
+                    % (steps_match, avg_decay, 100 * acc))
         loss_sum += float(loss)
         loss_n += 1
         for name, at in checkpoints.items():
@@ -1005,7 +1048,7 @@ def offline_trajectory(student_path, teacher_path, x, y, labelled, xte, yte, ste
     return {"samples": n, "labelled": int(lt.sum()), "batch": OFFLINE_BATCH, "lr": OFFLINE_LR,
             "alpha": KD_ALPHA, "temperature": KD_T, "steps_per_epoch": per_epoch,
             "train_s": time.monotonic() - t0,
-            "rows": [results[k] for k in checkpoints]}
+            "rows": [results[k] for k in list(checkpoints) + ["offline_steps_avg"] if k in results]}
 
 
 # ---------------------------------------------------------------- summary

@@ -84,6 +84,7 @@ learner:
   balanced_finetune_epochs: 2
   balanced_finetune_lr_scale: 0.5
   replay_shift_px: 1
+  weight_average_decay: 0.99
   recycle_dormant_units: false
   dormant_threshold: 0.05
   max_accuracy_drop: 0.01
@@ -171,6 +172,7 @@ TEST_CASE("every field is parsed") {
   CHECK(c.learner.balanced_finetune_epochs == 2);
   CHECK(c.learner.balanced_finetune_lr_scale == doctest::Approx(0.5));
   CHECK(c.learner.replay_shift_px == 1);
+  CHECK(c.learner.weight_average_decay == 0.99);
   CHECK_FALSE(c.learner.recycle_dormant_units);
   CHECK(c.learner.dormant_threshold == doctest::Approx(0.05));
   CHECK(c.learner.max_accuracy_drop == doctest::Approx(0.01));
@@ -214,7 +216,7 @@ TEST_CASE("the schema: every field of the example file has one reload class, and
   std::string schema_list;
   for (const auto& k : schema_keys) schema_list += k + " ";
   CHECK(example_list == schema_list);
-  CHECK(schema_keys.size() == 78);
+  CHECK(schema_keys.size() == 79);
 
   // kEveryField changes every field, so a diff against the defaults names
   // each one: no two schema entries are bound to the same member.
@@ -379,6 +381,16 @@ TEST_CASE("shifted replay views need an image input shape larger than the shift"
   LoadResult ok = ParseConfig("model:\n  input_shape: [1, 28, 28]\nlearner:\n  replay_shift_px: 2\n");
   CHECK(ok.errors.empty());
   CHECK(ok.config.learner.replay_shift_px == 2);
+}
+
+TEST_CASE("a weight average decay of 1 (never moving) or more is refused, naming the field") {
+  for (const char* v : {"1", "1.5", "-0.1"}) {
+    CAPTURE(v);
+    LoadResult r = ParseConfig(std::string("learner:\n  weight_average_decay: ") + v + "\n");
+    REQUIRE(r.errors.size() == 1);
+    CHECK(r.errors[0].key_path == "learner.weight_average_decay");
+  }
+  CHECK(ParseConfig("learner:\n  weight_average_decay: 0.995\n").errors.empty());
 }
 
 TEST_CASE("dormant-unit recycling is on by default; its threshold is a share in [0, 1]") {
