@@ -9,6 +9,7 @@
 #include "daemon/version.h"
 #include "learner/model/arch.h"
 #include "learner/model/model_io.h"
+#include "learner/round_recovery.h"
 // Last: replaces glog's LOG macro that LibTorch headers define.
 #include "common/log.h"
 
@@ -113,8 +114,6 @@ Status Daemon::OpenState() {
   ro.path = (state / "registry.sqlite").string();
   ro.clock = options_.clock;
   ASSIGN_OR_RETURN(registry_, storage::Registry::Open(ro));
-  // A round left running by a crash can never finish now.
-  RETURN_IF_ERROR(registry_->AbortRunningRounds("daemon restarted"));
 
   replaybuffer::ReplayBufferOptions bo;
   bo.capacity = c.replay.capacity;
@@ -126,6 +125,23 @@ Status Daemon::OpenState() {
   hold.fraction = c.replay.holdout_fraction;
   hold.max_samples = c.replay.holdout_max;
   ASSIGN_OR_RETURN(holdout_, replaybuffer::HoldoutSet::Open(store_.get(), hold));
+
+  // A round a crash interrupted: finished if its version was decided, else
+  // aborted with its samples left for the next round (round_recovery.h).
+  learner::RecoveryOptions rec;
+  rec.store = store_.get();
+  rec.registry = registry_.get();
+  rec.buffer = buffer_.get();
+  rec.seed = c.learner.seed;
+  ASSIGN_OR_RETURN(learner::RecoveryReport recovered, learner::RecoverInterruptedRound(rec));
+  if (recovered.rounds_finished + recovered.versions_rejected + recovered.samples_consumed > 0) {
+    const std::string what = "after a restart: " + std::to_string(recovered.rounds_finished) +
+                             " interrupted round(s) recorded with their version's outcome, " +
+                             std::to_string(recovered.samples_consumed) + " of their samples consumed, " +
+                             std::to_string(recovered.versions_rejected) + " never-activated version(s) rejected";
+    LOG(kInfo) << "learner: " << what;
+    (void)registry_->LogEvent(storage::EventKind::kRoundAborted, what);
+  }
   return Status::Ok();
 }
 

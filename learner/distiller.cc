@@ -13,6 +13,7 @@
 #include <optional>
 #include <thread>
 
+#include "common/crash_point.h"
 #include "common/enum_names.h"
 #include "learner/round.h"
 #include "learner/round_settings.h"
@@ -415,6 +416,7 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
       if (!aborted) backoff_until_us_ = o_.clock->MonotonicMicros() + o_.error_backoff_s * 1'000'000;
     }
     if (!rs.record.ended_us) rs.record.ended_us = o_.clock->NowMicros();
+    CrashPoint("round.consumed");
     if (Status up = o_.registry->UpdateRound(rs.record); !up.ok()) {
       LOG(kError) << "learner: recording round " << round_id << ": " << up.ToString();
     }

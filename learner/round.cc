@@ -8,8 +8,10 @@
 
 // c10 (glog) defines LOG too; ours wins in this file.
 #undef LOG
+#include "common/crash_point.h"
 #include "common/log.h"
 #include "learner/evaluate.h"
+#include "learner/round_recovery.h"
 
 namespace distilld::learner::internal {
 namespace {
@@ -38,6 +40,14 @@ RoundRunner::RoundRunner(const DistillerOptions& options, std::unique_ptr<Versio
 
 Status RoundRunner::Run(RoundState* rs, RoundHooks& hooks) {
   RETURN_IF_ERROR(SyncActive());
+  {
+    RecoveryOptions ro;
+    ro.store = o_.store;
+    ro.registry = o_.registry;
+    ro.buffer = o_.buffer;
+    ro.seed = o_.learner.seed;
+    RETURN_IF_ERROR(FinishJournalledRound(ro).status());
+  }
   RETURN_IF_ERROR(ReadIncoming(rs, hooks));
   if (rs->incoming.empty()) {
     // Queued behind a round that took the samples: nothing to do, and not
@@ -73,7 +83,9 @@ Status RoundRunner::Run(RoundState* rs, RoundHooks& hooks) {
       // No stop checks from here to the registry write, so a stop never
       // leaves a saved file without its record.
       hooks.SetState(LearnerState::kSaving);
+      RETURN_IF_ERROR(MarkRoundConsuming(*o_.store, rs->record.id, rs->last_id));
       RETURN_IF_ERROR(SaveAndPublish(rs, trained->model, gate));
+      CrashPoint("round.decided");
     }
   }
   hooks.SetState(LearnerState::kConsuming);
@@ -175,6 +187,7 @@ Status RoundRunner::Consume(RoundState* rs) {
     m.push_back({storage::Family::kIncoming, storage::SampleStore::IncomingKey(s.id), std::nullopt});
   }
   m.push_back({storage::Family::kState, kCursorKey, EncodeU64(rs->last_id)});
+  m.push_back({storage::Family::kState, kPendingKey, std::nullopt});
   if (!rs->train_new.empty()) {
     Status offered = o_.buffer->Offer(rs->train_new, rng_, m);
     if (offered.ok()) return Status::Ok();
@@ -200,6 +213,7 @@ Result<size_t> RoundRunner::AttachTeacherLogits(const std::vector<storage::Sampl
     ASSIGN_OR_RETURN(torch::Tensor inputs, SamplesToInputs(part));
     ASSIGN_OR_RETURN(torch::Tensor logits, ForwardInBatches(teacher_, inputs, static_cast<int64_t>(chunk)));
     logits = logits.contiguous();
+    CrashPoint("round.teacher_pass");
     const int64_t width = logits.size(1);
     const float* p = logits.data_ptr<float>();
     for (size_t j = 0; j < part.size(); ++j) {

@@ -132,6 +132,9 @@ class RoundRunner {
 // State keys of the learner's progress through "incoming".
 inline constexpr char kCursorKey[] = "learner/cursor";
 inline constexpr char kSplitKey[] = "learner/split_upto";
+// "<round id> <last sample id>" while a round that may have registered a
+// version has not consumed its samples (round_recovery.h).
+inline constexpr char kPendingKey[] = "learner/consuming";
 // The persisted cursor (0 if none or unreadable).
 storage::SampleId LoadCursor(storage::SampleStore& store);
 

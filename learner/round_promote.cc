@@ -3,6 +3,7 @@
 // gathers its inputs and acts on its verdict.
 #include <sstream>
 
+#include "common/crash_point.h"
 #include "learner/evaluate.h"
 #include "learner/round.h"
 #include "learner/round_settings.h"
@@ -79,6 +80,7 @@ Status RoundRunner::SaveAndPublish(RoundState* rs, torch::jit::Module& candidate
   rec.round_id = rs->record.id;
   rec.note = reason;
   ASSIGN_OR_RETURN(rec, versions_->Add(candidate, std::move(rec)));
+  CrashPoint("round.version_registered");
   rs->record.candidate_version = rec.id;
   auto reject = [&](const std::string& why) {
     rs->record.outcome = storage::RoundOutcome::kRejected;

@@ -12,6 +12,7 @@
 
 // c10 (glog) defines LOG too; ours wins in this file.
 #undef LOG
+#include "common/crash_point.h"
 #include "common/log.h"
 
 namespace distilld::learner::internal {
@@ -91,6 +92,7 @@ Result<TrainedCandidate> RoundRunner::Train(RoundState* rs, RoundHooks& hooks) {
     if (step == 0) first_loss = stats.loss;
     last_loss = stats.loss;
     sum_loss += stats.loss;
+    if (step > 0) CrashPoint("round.training");
     if (average && average_error.ok()) average_error = average->Update(candidate);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     hooks.ReportStep(step + 1, stats.loss, secs > 0 ? static_cast<double>(seen) / secs : 0.0);

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/crash_point.h"
 #include "learner/model/model_io.h"
 
 namespace distilld::learner {
@@ -40,6 +41,8 @@ Result<storage::VersionRecord> VersionStore::Add(const torch::jit::Module& model
   ASSIGN_OR_RETURN(SavedModel saved, SaveModelAtomic(model, file));
   record.sha256 = saved.sha256;
   record.size_bytes = saved.size_bytes;
+  // A round's version (the initial one is saved at start-up, before any round).
+  if (record.round_id) CrashPoint("version.file_saved");
   ASSIGN_OR_RETURN(int64_t id, options_.registry->AddVersion(record));
   return options_.registry->GetVersion(id);
 }

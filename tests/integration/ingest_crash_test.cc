@@ -10,31 +10,12 @@
 #include <thread>
 
 #include "storage/sample_store.h"
+#include "tests/integration/child_daemon.h"
 #include "tests/integration/http_test_client.h"
-#include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
-#include "tests/systemd/systemd_test_util.h"
 
 namespace distilld::testing {
 namespace {
-
-// The port from "distilld listening on http://127.0.0.1:PORT", or 0.
-uint16_t WaitForPort(const std::string& log_path) {
-  for (int i = 0; i < 600; ++i) {
-    std::ifstream in(log_path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    const std::string text = ss.str();
-    const std::string marker = "listening on http://127.0.0.1:";
-    size_t p = text.find(marker);
-    if (p != std::string::npos) {
-      size_t end = text.find_first_not_of("0123456789", p + marker.size());
-      if (end != std::string::npos) return static_cast<uint16_t>(std::stoi(text.substr(p + marker.size())));
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return 0;
-}
 
 TEST_CASE("acknowledged samples survive SIGKILL of the daemon") {
   TempDir dir;
@@ -44,10 +25,7 @@ TEST_CASE("acknowledged samples survive SIGKILL of the daemon") {
                                    << "storage:\n  state_dir: \"" << dir.str("state") << "\"\n"
                                    << "learner:\n  enabled: false\n";
   ChildProcess child;
-  ChildProcess::Options o;
-  o.argv = {DistilldBinary(), "serve", "--config", dir.str("d.yaml")};
-  o.output_path = dir.str("log");
-  REQUIRE(child.Start(o));
+  REQUIRE(StartServe(child, dir.str("d.yaml"), dir.str("log")));
   const uint16_t port = WaitForPort(dir.str("log"));
   REQUIRE(port != 0);
 
