@@ -57,6 +57,8 @@ OFFLINE_BATCH = 64
 # ended)"); every other outcome (promoted, rejected, failed, aborted, skipped,
 # merged, or one this script does not know) is terminal.
 PENDING_OUTCOMES = ("running", "queued")
+# Below the example config's server.idle_timeout_ms (60 s): see Client.request.
+IDLE_RECONNECT_S = 50.0
 
 
 def log(msg):
@@ -70,10 +72,13 @@ def log(msg):
 class Http:
     """One keep-alive HTTP/1.1 connection; reconnects after an error."""
 
-    def __init__(self, host, port, timeout=HTTP_TIMEOUT_S):
+    def __init__(self, host, port, timeout=HTTP_TIMEOUT_S, idle_reconnect_s=IDLE_RECONNECT_S):
         self.host, self.port, self.timeout = host, port, timeout
+        self.idle_reconnect_s = idle_reconnect_s
         self.conn = None
         self.reconnects = 0
+        self.idle_reconnects = 0
+        self.last_used = 0.0
 
     def _connect(self):
         if self.conn is None:
@@ -89,12 +94,23 @@ class Http:
 
     def request(self, method, path, body=None, headers=None):
         """(status, response headers dict lower-cased, body bytes). Raises on a
-        transport error, after closing the connection (the next call reconnects)."""
+        transport error, after closing the connection (the next call reconnects).
+        A connection idle for longer than idle_reconnect_s is replaced first:
+        the server closes idle keep-alive connections (server.idle_timeout_ms),
+        and a request written into one it already closed fails with EPIPE
+        without ever reaching it (HTTP clients with an idle-connection timeout
+        do the same)."""
+        now = time.monotonic()
+        if self.conn is not None and now - self.last_used > self.idle_reconnect_s:
+            self.close()
+            self.idle_reconnects += 1
+        self.last_used = now
         self._connect()
         try:
             self.conn.request(method, path, body=body, headers=headers or {})
             r = self.conn.getresponse()
             data = r.read()
+            self.last_used = time.monotonic()
             hdrs = {k.lower(): v for k, v in r.getheaders()}
             if hdrs.get("connection", "").lower() == "close":
                 self.close()
