@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <optional>
 #include <random>
-#include <set>
 #include <vector>
 
 #include "learner/round.h"
@@ -117,23 +116,25 @@ Result<RecoveryReport> RecoverInterruptedRound(const RecoveryOptions& o) {
   // Any version still a candidate was registered by a round that never got
   // to activate it; the round's samples are trained again, so it is not
   // offered for activation later.
-  std::set<int64_t> unactivated;
   for (const auto& v : versions) {
     if (v.status != storage::VersionStatus::kCandidate || !v.round_id) continue;
     RETURN_IF_ERROR(
         o.registry->SetVersionStatus(v.id, storage::VersionStatus::kRejected,
                                      "the daemon stopped before activating it; its round's samples "
                                      "go to the next round"));
-    unactivated.insert(v.id);
     ++report.versions_rejected;
   }
-  ASSIGN_OR_RETURN(versions, o.registry->ListVersions());
+  // `versions` still shows the candidates just rejected as candidates: not
+  // decided, so their rounds are aborted below like any other.
   ASSIGN_OR_RETURN(std::vector<storage::RoundRecord> rounds, o.registry->ListRounds(100));
   for (storage::RoundRecord r : rounds) {
     if (r.outcome != storage::RoundOutcome::kRunning && r.outcome != storage::RoundOutcome::kQueued)
       continue;
     std::optional<storage::VersionRecord> v = VersionOfRound(versions, r.id);
-    if (!v || !Decided(*v) || unactivated.count(v->id) > 0) continue;  // AbortRunningRounds below
+    if (!v || !Decided(*v)) {
+      ++report.rounds_aborted;  // by AbortRunningRounds below
+      continue;
+    }
     r.candidate_version = v->id;
     r.outcome = v->status == storage::VersionStatus::kRejected ? storage::RoundOutcome::kRejected
                                                                : storage::RoundOutcome::kPromoted;
@@ -144,13 +145,6 @@ Result<RecoveryReport> RecoverInterruptedRound(const RecoveryOptions& o) {
     if (v->metrics.evaluation) r.evaluation = v->metrics.evaluation;
     RETURN_IF_ERROR(o.registry->UpdateRound(r));
     ++report.rounds_finished;
-  }
-  ASSIGN_OR_RETURN(rounds, o.registry->ListRounds(100));
-  for (const auto& r : rounds) {
-    if (r.outcome == storage::RoundOutcome::kRunning ||
-        r.outcome == storage::RoundOutcome::kQueued) {
-      ++report.rounds_aborted;
-    }
   }
   RETURN_IF_ERROR(o.registry->AbortRunningRounds(o.abort_reason));
   return report;

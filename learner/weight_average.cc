@@ -19,21 +19,27 @@ WeightAverage::WeightAverage(const torch::jit::Module& module, double decay) : d
   }
 }
 
-Status WeightAverage::Update(const torch::jit::Module& module) {
-  const std::vector<torch::Tensor> now = Tensors(module);
+// Checked before any tensor is touched: a refused update or copy leaves
+// both sides as they were.
+Status WeightAverage::Matches(const std::vector<torch::Tensor>& now) const {
   if (now.size() != average_.size()) {
     return Status::InvalidArgument("weight average: the module has " + std::to_string(now.size()) +
                                    " tensors, the average " + std::to_string(average_.size()));
   }
-  const double t = static_cast<double>(updates_);
-  const double d = std::min(decay_, (1.0 + t) / (10.0 + t));
-  // All shapes first: a refused update leaves the average as it was.
   for (size_t i = 0; i < now.size(); ++i) {
     if (average_[i].defined() && !now[i].sizes().equals(average_[i].sizes())) {
       return Status::InvalidArgument("weight average: tensor " + std::to_string(i) +
                                      " changed shape");
     }
   }
+  return Status::Ok();
+}
+
+Status WeightAverage::Update(const torch::jit::Module& module) {
+  const std::vector<torch::Tensor> now = Tensors(module);
+  RETURN_IF_ERROR(Matches(now));
+  const double t = static_cast<double>(updates_);
+  const double d = std::min(decay_, (1.0 + t) / (10.0 + t));
   torch::NoGradGuard no_grad;
   try {
     for (size_t i = 0; i < now.size(); ++i) {
@@ -48,16 +54,7 @@ Status WeightAverage::Update(const torch::jit::Module& module) {
 
 Status WeightAverage::CopyTo(torch::jit::Module& module) const {
   const std::vector<torch::Tensor> now = Tensors(module);
-  if (now.size() != average_.size()) {
-    return Status::InvalidArgument("weight average: the module has " + std::to_string(now.size()) +
-                                   " tensors, the average " + std::to_string(average_.size()));
-  }
-  for (size_t i = 0; i < now.size(); ++i) {
-    if (average_[i].defined() && !now[i].sizes().equals(average_[i].sizes())) {
-      return Status::InvalidArgument("weight average: tensor " + std::to_string(i) +
-                                     " has another shape");
-    }
-  }
+  RETURN_IF_ERROR(Matches(now));
   torch::NoGradGuard no_grad;
   try {
     for (size_t i = 0; i < now.size(); ++i) {

@@ -37,6 +37,7 @@ class WeightAverage {
 
  private:
   static std::vector<torch::Tensor> Tensors(const torch::jit::Module& module);
+  Status Matches(const std::vector<torch::Tensor>& now) const;
 
   double decay_;
   int64_t updates_ = 0;

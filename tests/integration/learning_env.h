@@ -5,29 +5,21 @@
 
 #include <rapidjson/document.h>
 
-#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
-#include <thread>
 #include <utility>
 #include <vector>
 
 #include "daemon/daemon.h"
 #include "tests/integration/http_test_client.h"
 #include "tests/integration/learning_fixture.h"
+#include "tests/integration/rounds_client.h"
 
 namespace distilld::testing {
 
 using http::verb;
 using Headers = std::vector<std::pair<std::string, std::string>>;
-
-inline rapidjson::Document Parse(const std::string& body) {
-  rapidjson::Document d;
-  d.Parse(body.c_str());
-  REQUIRE_FALSE(d.HasParseError());
-  return d;
-}
 
 struct Env {
   TempDir dir;
@@ -48,20 +40,6 @@ struct Env {
   TcpClient Client() { return TcpClient(Loopback(daemon->tcp_port())); }
   uint64_t Waiting() { return daemon->store()->CountIncoming(0).value(); }
 };
-
-// Polls a round until it is no longer running.
-inline rapidjson::Document WaitRound(TcpClient& c, int64_t id) {
-  for (int i = 0; i < 600; ++i) {
-    Reply r = c.Get("/v1/learner/rounds/" + std::to_string(id));
-    REQUIRE(r.status == 200);
-    rapidjson::Document d = Parse(r.body);
-    const std::string outcome = d["outcome"].GetString();
-    if (outcome != "running" && outcome != "queued") return d;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  FAIL("round " << id << " did not finish");
-  return {};
-}
 
 // Asks for a round (POST /v1/learner/rounds must answer 202) and polls it
 // to its outcome.

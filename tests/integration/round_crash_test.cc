@@ -16,19 +16,13 @@
 #include "tests/integration/child_daemon.h"
 #include "tests/integration/http_test_client.h"
 #include "tests/integration/learning_fixture.h"
+#include "tests/integration/rounds_client.h"
 #include "tests/learner/torch_doctest.h"
 
 namespace distilld::testing {
 namespace {
 
 constexpr int kSamples = 300;
-
-rapidjson::Document ParseBody(const std::string& body) {
-  rapidjson::Document d;
-  d.Parse(body.c_str());
-  REQUIRE_FALSE(d.HasParseError());
-  return d;
-}
 
 void WriteConfig(const TempDir& dir, const std::string& path, const std::string& state) {
   std::ofstream(path)
@@ -47,20 +41,7 @@ void WriteConfig(const TempDir& dir, const std::string& path, const std::string&
 rapidjson::Document Learner(TcpClient& c) {
   Reply r = c.Get("/v1/learner");
   REQUIRE(r.status == 200);
-  return ParseBody(r.body);
-}
-
-rapidjson::Document WaitEnded(TcpClient& c, int64_t id) {
-  for (int i = 0; i < 1200; ++i) {
-    Reply r = c.Get("/v1/learner/rounds/" + std::to_string(id));
-    REQUIRE(r.status == 200);
-    rapidjson::Document d = ParseBody(r.body);
-    const std::string outcome = d["outcome"].GetString();
-    if (outcome != "running" && outcome != "queued") return d;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  FAIL("round " << id << " did not end");
-  return {};
+  return Parse(r.body);
 }
 
 struct Point {
@@ -100,7 +81,7 @@ TEST_CASE(
       REQUIRE(c.Post("/v1/samples", body).status == 200);
       Reply start = c.Post("/v1/learner/rounds", "{}");
       REQUIRE(start.status == 202);
-      round = ParseBody(start.body)["round_id"].GetInt64();
+      round = Parse(start.body)["round_id"].GetInt64();
       std::optional<int> status = child.Wait(std::chrono::seconds(120));
       INFO(ReadText(log));
       REQUIRE(status.has_value());
@@ -121,7 +102,7 @@ TEST_CASE(
 
     // The interrupted round has a terminal outcome, and the one it would
     // have had if its version was decided.
-    rapidjson::Document r1 = WaitEnded(c, round);
+    rapidjson::Document r1 = WaitRound(c, round, 1200);
     const std::string outcome = r1["outcome"].GetString();
     INFO(r1["reason"].GetString());
     CHECK(outcome == (p.decided ? "promoted" : "aborted"));
@@ -130,12 +111,12 @@ TEST_CASE(
     const float zero[kTaskPixels] = {};
     Reply served = c.Post("/v2/models/fashion/infer", Infer4x4(zero, "after"));
     REQUIRE(served.status == 200);
-    CHECK(std::string(ParseBody(served.body)["model_version"].GetString()) ==
+    CHECK(std::string(Parse(served.body)["model_version"].GetString()) ==
           std::to_string(active));
     // No version is left a candidate: each one was activated or rejected.
     Reply versions = c.Get("/v1/models/fashion/versions");
     REQUIRE(versions.status == 200);
-    rapidjson::Document vs = ParseBody(versions.body);
+    rapidjson::Document vs = Parse(versions.body);
     for (const auto& v : vs["versions"].GetArray())
       CHECK(std::string(v["status"].GetString()) != "candidate");
 
@@ -145,7 +126,7 @@ TEST_CASE(
       Reply again = c.Post("/v1/learner/rounds", "{}");
       INFO(again.body);
       REQUIRE(again.status == 202);
-      rapidjson::Document r2 = WaitEnded(c, ParseBody(again.body)["round_id"].GetInt64());
+      rapidjson::Document r2 = WaitRound(c, Parse(again.body)["round_id"].GetInt64(), 1200);
       CHECK(std::string(r2["outcome"].GetString()) == "promoted");
       // Samples already held out by the interrupted round are not read again.
       CHECK(r2["samples_new"].GetInt64() + held_before == kSamples);

@@ -20,6 +20,7 @@
 #include "learner/model/model_io.h"
 #include "learner/train_step.h"
 #include "tests/integration/http_test_client.h"
+#include "tests/integration/rounds_client.h"
 #include "tests/support/subprocess.h"
 #include "tests/support/temp_dir.h"
 
@@ -149,13 +150,6 @@ std::string InferBody(const float* x, int n) {
   return b + R"(]}],"outputs":[{"name":"label"}]})";
 }
 
-rapidjson::Document Parse(const std::string& s) {
-  rapidjson::Document d;
-  d.Parse(s.c_str());
-  REQUIRE_FALSE(d.HasParseError());
-  return d;
-}
-
 // Served accuracy on fresh samples of `classes`.
 double Accuracy(TcpClient& c, const Patterns& p, const std::vector<int>& classes) {
   std::mt19937_64 rng(99);
@@ -215,14 +209,9 @@ TEST_CASE("a user's Python student learns a class-incremental stream over HTTP w
     rapidjson::Document a = Parse(asked.body);
     REQUIRE(a.HasMember("round_id"));  // a 409 names the round that took the samples
     const int64_t id = a["round_id"].GetInt64();
-    std::string outcome, reason;
-    for (int i = 0; i < 2400; ++i) {
-      rapidjson::Document r = Parse(c.Get("/v1/learner/rounds/" + std::to_string(id)).body);
-      outcome = r["outcome"].GetString();
-      reason = r["reason"].GetString();
-      if (outcome != "running" && outcome != "queued") break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    rapidjson::Document r = WaitRound(c, id, 2400);
+    const std::string outcome = r["outcome"].GetString();
+    const std::string reason = r["reason"].GetString();
     INFO("round ", id, ": ", outcome, " ", reason);
     CHECK(outcome == "promoted");
     // Every round of the run (automatic ones too) was promoted.
