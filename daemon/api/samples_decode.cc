@@ -58,8 +58,7 @@ Result<DecodedSamples> DecodeSamplesBody(const ModelSignature& model, std::strin
   }
   const int64_t n = shape[0];
   const int64_t per_sample = model.SampleElements();
-  std::vector<float> values;
-  values.reserve(static_cast<size_t>(n * per_sample));
+  std::vector<float> values;  // sized by AppendAsFloat once the data matches the shape
   Status st = internal::TensorRequest::AppendAsFloat(*input, &values);
   if (!st.ok()) return Status::InvalidArgument(SampleContext(st, per_sample));
   std::vector<int64_t> labels;

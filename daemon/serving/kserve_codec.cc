@@ -84,7 +84,8 @@ Result<InferRequest> DecodeInferRequest(std::string_view body, std::optional<std
   out.id = req.id();
   out.batch = shape[0];
   out.dtype = in.view.dtype;
-  out.data.reserve(static_cast<size_t>(in.view.NumElements()));
+  // AppendAsFloat sizes out.data once the data is known to match the shape;
+  // reserving from the client's shape here would allocate before that check.
   RETURN_IF_ERROR(TensorRequest::AppendAsFloat(in, &out.data));
 
   if (req.outputs().empty()) {

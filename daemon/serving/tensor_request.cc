@@ -285,8 +285,9 @@ Status TensorRequest::AppendAsFloat(const InputTensor& input, std::vector<float>
       default: break;
     }
   } else {
+    // Not reserved from `count`: the shape is the client's claim, and a huge
+    // one with a short data array would allocate before it is refused.
     std::vector<const rapidjson::Value*> values;
-    values.reserve(count);
     RETURN_IF_ERROR(Flatten(*input.data, 0, input.field, &values));
     if (static_cast<int64_t>(values.size()) != count) {
       return Invalid(input.field + ".data", std::to_string(values.size()) + " elements, expected " +

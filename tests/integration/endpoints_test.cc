@@ -134,6 +134,18 @@ TEST_CASE("serving: bad inputs get 400/404/413/431 naming the problem") {
   auto count = c.Post("/v2/models/fashion/infer", InferJson(1, "0.5", "FP32", "1,28,28", 783));
   CHECK(count.status == 400);
   CHECK(count.body.find("inputs[0].data: 783 elements, expected 784") != std::string::npos);
+  // A batch size far beyond the data is refused before anything is sized by
+  // it (the fuzzer found a JSON one that reserved 2.9 GB; this one would reserve 6 GB).
+  const std::string huge =
+      R"({"inputs":[{"name":"input","shape":[2000000,1,28,28],"datatype":"FP32","data":[0.5]}]})";
+  for (const char* path : {"/v2/models/fashion/infer", "/v1/samples"}) {
+    CAPTURE(path);
+    auto big = c.Post(path, huge);
+    INFO(big.body);
+    CHECK(big.status == 400);
+    CHECK(big.body.find("1 elements, expected 1568000000") != std::string::npos);
+  }
+  CHECK(c.Get("/v2/health/ready").status == 200);
   auto dtype = c.Post("/v2/models/fashion/infer", InferJson(1, "1", "BYTES"));
   CHECK(dtype.status == 400);
   CHECK(dtype.body.find("inputs[0].datatype") != std::string::npos);

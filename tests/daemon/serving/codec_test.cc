@@ -70,6 +70,10 @@ TEST_CASE("codec: validation names the offending field") {
   CHECK(ErrorOf(Body("[1,1,2,3]", "FP32", "[1,2,3,4,5,6]")).find("inputs[0].shape") != std::string::npos);
   CHECK(ErrorOf(Body("[1,1,2,2]", "FP32", "[1,2,3]")).find("inputs[0].data: 3 elements, expected 4") !=
         std::string::npos);
+  // A batch size far beyond the data (the shape is capped at 2^31 elements) is
+  // refused before anything is sized by it.
+  CHECK(ErrorOf(Body("[500000000,1,2,2]", "FP32", "[1,2,3,4]"))
+            .find("inputs[0].data: 4 elements, expected 2000000000") != std::string::npos);
   CHECK(ErrorOf(Body("[1,1,2,2]", "FP32", "[1,2,NaN,4]")).find("inputs[0].data[2]: value is not finite") !=
         std::string::npos);
   CHECK(ErrorOf(Body("[1,1,2,2]", "FP32", "[1,2,Infinity,4]")).find("not finite") != std::string::npos);
