@@ -391,6 +391,18 @@ class RocksSampleStore final : public SampleStore {
     LOG(kError) << "sample store: skipping unreadable record: " << what;
   }
 
+  // db_->Write, one at a time in the TSan build only: RocksDB's write-group
+  // leader reads its followers' batches, ordered by RocksDB's uninstrumented
+  // atomics, which TSan reports as races between our callers' threads.
+  // Everything of ours around the write (id reservation, the in-flight set,
+  // the counts) still runs concurrently there. See tests/tsan.supp.
+  rocksdb::Status DbWrite(rocksdb::WriteBatch* batch) {
+#ifdef DISTILLD_TSAN
+    std::lock_guard<std::mutex> serial(tsan_write_mu_);
+#endif
+    return db_->Write(write_options_, batch);
+  }
+
   rocksdb::DB* db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // indexed by Family
   std::shared_ptr<rocksdb::Cache> cache_;
@@ -406,21 +418,10 @@ class RocksSampleStore final : public SampleStore {
   // depends on what is stored (see Write, and an append that may overwrite a
   // record written ahead), so no other such write lands in between. Taken
   // before mu_.
-  // db_->Write, one at a time in the TSan build only: RocksDB's write-group
-  // leader reads its followers' batches, ordered by RocksDB's uninstrumented
-  // atomics, which TSan reports as races between our callers' threads.
-  // Everything of ours around the write (id reservation, the in-flight set,
-  // the counts) still runs concurrently there. See tests/tsan.supp.
-  rocksdb::Status DbWrite(rocksdb::WriteBatch* batch) {
-#ifdef DISTILLD_TSAN
-    std::lock_guard<std::mutex> serial(tsan_write_mu_);
-#endif
-    return db_->Write(write_options_, batch);
-  }
-#ifdef DISTILLD_TSAN
-  std::mutex tsan_write_mu_;
-#endif
   std::mutex counted_write_mu_;
+#ifdef DISTILLD_TSAN
+  std::mutex tsan_write_mu_;  // see DbWrite
+#endif
   std::mutex mu_;
   std::condition_variable append_done_;  // an append left in_flight_; waits hold mu_
   SampleId next_id_;                     // guarded by mu_
