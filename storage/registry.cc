@@ -55,11 +55,16 @@ CREATE TABLE events (
 CREATE UNIQUE INDEX versions_one_active ON versions(status) WHERE status = 'active';
 CREATE INDEX rounds_outcome ON rounds(outcome);
 )sql",
+    // 2 -> 3: the retention policy deletes old version files; the row says when.
+    R"sql(
+ALTER TABLE versions ADD COLUMN file_removed_us INTEGER;
+)sql",
 };
 constexpr int kSchemaVersion = static_cast<int>(sizeof(kMigrations) / sizeof(kMigrations[0]));
 
 const char kVersionColumns[] =
-    "id, parent, path, sha256, size_bytes, created_us, status, metrics_json, round_id, note";
+    "id, parent, path, sha256, size_bytes, created_us, status, metrics_json, round_id, note, "
+    "file_removed_us";
 const char kRoundColumns[] =
     "id, started_us, ended_us, trigger_kind, samples_new, samples_replay, loss_json, eval_json, "
     "outcome, reason, candidate_version";
@@ -267,6 +272,20 @@ class SqliteRegistry final : public Registry {
     return Status::Ok();
   }
 
+  Status MarkFileRemoved(int64_t id) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(VersionRecord current, GetVersionLocked(id));
+    if (current.status == VersionStatus::kActive) {
+      return Status::FailedPrecondition("version " + std::to_string(id) + " is active; its file is kept");
+    }
+    if (current.file_removed_us) return Status::Ok();
+    Stmt s(db_, "UPDATE versions SET file_removed_us = ? WHERE id = ?");
+    RETURN_IF_ERROR(s.prepared());
+    s.Bind(1, clock_->NowMicros());
+    s.Bind(2, id);
+    return s.Run();
+  }
+
   Status Activate(int64_t id, bool allow_rejected) override {
     std::lock_guard<std::mutex> lock(mu_);
     RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
@@ -433,6 +452,10 @@ class SqliteRegistry final : public Registry {
     if (target.status == VersionStatus::kRejected && !allow_rejected) {
       return Status::FailedPrecondition("version " + std::to_string(id) + " was rejected");
     }
+    if (target.file_removed_us) {
+      return Status::FailedPrecondition("version " + std::to_string(id) +
+                                        "'s file was removed by the retention policy");
+    }
     {
       Stmt s(db_, "UPDATE versions SET status = ? WHERE status = ?");
       RETURN_IF_ERROR(s.prepared());
@@ -471,6 +494,7 @@ class SqliteRegistry final : public Registry {
     r.metrics = DecodeVersionMetrics(s.Text(7));
     r.round_id = s.OptInt(8);
     r.note = s.Text(9);
+    r.file_removed_us = s.OptInt(10);
     return r;
   }
 
@@ -510,14 +534,15 @@ constexpr EnumNames<RoundOutcome, 7> kRoundOutcomeNames{{{RoundOutcome::kRunning
                                                          {RoundOutcome::kAborted, "aborted"},
                                                          {RoundOutcome::kFailed, "failed"},
                                                          {RoundOutcome::kSkipped, "skipped"}}};
-constexpr EnumNames<EventKind, 8> kEventKindNames{{{EventKind::kSwap, "swap"},
+constexpr EnumNames<EventKind, 9> kEventKindNames{{{EventKind::kSwap, "swap"},
                                                    {EventKind::kActivate, "activate"},
                                                    {EventKind::kRollback, "rollback"},
                                                    {EventKind::kReject, "reject"},
                                                    {EventKind::kRoundAborted, "round_aborted"},
                                                    {EventKind::kError, "error"},
                                                    {EventKind::kConfigReload, "config_reload"},
-                                                   {EventKind::kConfigRestartNeeded, "config_restart_needed"}}};
+                                                   {EventKind::kConfigRestartNeeded, "config_restart_needed"},
+                                                   {EventKind::kRetention, "retention"}}};
 
 }  // namespace
 

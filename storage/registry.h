@@ -38,6 +38,10 @@ struct VersionRecord {
   VersionMetrics metrics;           // label space, and the evaluation that promoted it
   std::optional<int64_t> round_id;  // learner round that produced it
   std::string note;                 // e.g. reason for rejection
+  // When the retention policy deleted the file (learner/version_retention.h);
+  // unset while the file is kept. The row stays: the version's history,
+  // metrics and lineage outlive its file.
+  std::optional<int64_t> file_removed_us;
 };
 
 // How a learner round ended (or that it has not yet). Stored by name.
@@ -65,6 +69,7 @@ enum class EventKind {
   kError,                // a round failed
   kConfigReload,         // SIGHUP applied fields
   kConfigRestartNeeded,  // SIGHUP changed fields that need a restart
+  kRetention,            // the retention policy deleted version files
 };
 std::string_view EventKindName(EventKind kind);  // "swap", "activate", "rollback", "reject", ...
 Result<EventKind> ParseEventKind(std::string_view name);
@@ -119,9 +124,14 @@ class Registry {
   // Sets candidate/rejected/retired, with an optional note. kActive is refused.
   virtual Status SetVersionStatus(int64_t id, VersionStatus status, std::string_view note) = 0;
   virtual Status SetVersionMetrics(int64_t id, const VersionMetrics& metrics) = 0;
+  // Records that the version's file is being deleted (sets file_removed_us;
+  // a second call keeps the first time). FailedPrecondition for the active
+  // version, NotFound for an unknown id. Call it before deleting the file:
+  // a crash in between leaves a stray file, never a row without its file.
+  virtual Status MarkFileRemoved(int64_t id) = 0;
   // In one transaction: the active version (if any) becomes retired and `id`
   // becomes active. NotFound for an unknown id; FailedPrecondition for a
-  // rejected one unless allow_rejected.
+  // rejected one unless allow_rejected, and for one whose file was removed.
   virtual Status Activate(int64_t id, bool allow_rejected = false) = 0;
   virtual Result<std::optional<VersionRecord>> ActiveVersion() = 0;
 

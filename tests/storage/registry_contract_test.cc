@@ -255,6 +255,21 @@ TEST_CASE_TEMPLATE("Activate keeps exactly one active version", Impl, Sqlite, Fa
   CHECK(StatusOf(*reg, 1) == VersionStatus::kRetired);
   CHECK(StatusOf(*reg, 4) == VersionStatus::kCandidate);  // bystanders untouched
 
+  // A version whose file the retention policy removed stays listed but
+  // cannot be served again; the active version's file is never removed.
+  CHECK(reg->MarkFileRemoved(3).code() == StatusCode::kFailedPrecondition);
+  CHECK(reg->MarkFileRemoved(99).code() == StatusCode::kNotFound);
+  clock.Advance(7);
+  REQUIRE(reg->MarkFileRemoved(4).ok());
+  const std::optional<int64_t> removed_at = reg->GetVersion(4)->file_removed_us;
+  REQUIRE(removed_at.has_value());
+  clock.Advance(5);
+  REQUIRE(reg->MarkFileRemoved(4).ok());  // the first time is kept
+  CHECK(reg->GetVersion(4)->file_removed_us == removed_at);
+  CHECK_FALSE(reg->GetVersion(1)->file_removed_us.has_value());
+  CHECK(reg->Activate(4).code() == StatusCode::kFailedPrecondition);
+  CHECK(ActiveId(*reg) == 3);
+
   // Concurrent activations from several threads still leave exactly one.
   std::vector<std::thread> threads;
   std::vector<int> failures(4, 0);

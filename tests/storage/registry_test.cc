@@ -67,7 +67,8 @@ TEST_CASE("round outcomes and event kinds have one stored name each, and the nam
 
   const EventKind kinds[] = {EventKind::kSwap,         EventKind::kActivate, EventKind::kRollback,
                              EventKind::kReject,       EventKind::kRoundAborted, EventKind::kError,
-                             EventKind::kConfigReload, EventKind::kConfigRestartNeeded};
+                             EventKind::kConfigReload, EventKind::kConfigRestartNeeded,
+                             EventKind::kRetention};
   names.clear();
   for (EventKind k : kinds) {
     names.insert(std::string(EventKindName(k)));
@@ -89,11 +90,11 @@ TEST_CASE("migrates from an empty database, in WAL mode") {
   ManualClock clock;
   {
     auto reg = OpenRegistry(path, &clock);
-    CHECK(reg->SchemaVersion() == 2);
+    CHECK(reg->SchemaVersion() == 3);
     CHECK(reg->ListVersions()->empty());
     CHECK(!reg->ActiveVersion()->has_value());
   }
-  CHECK(RawQuery(path, "PRAGMA user_version") == 2);
+  CHECK(RawQuery(path, "PRAGMA user_version") == 3);
   CHECK(RawQuery(path, "SELECT count(*) FROM sqlite_master WHERE name = 'versions_one_active'") == 1);
   // WAL mode is persistent in the file.
   sqlite3* db = nullptr;
@@ -106,7 +107,7 @@ TEST_CASE("migrates from an empty database, in WAL mode") {
   sqlite3_close(db);
   // Reopening an up-to-date database changes nothing.
   auto reg = OpenRegistry(path, &clock);
-  CHECK(reg->SchemaVersion() == 2);
+  CHECK(reg->SchemaVersion() == 3);
 }
 
 TEST_CASE("migrates forward from schema 1 and refuses a newer schema") {
@@ -117,14 +118,16 @@ TEST_CASE("migrates forward from schema 1 and refuses a newer schema") {
     auto reg = OpenRegistry(path, &clock);
     REQUIRE(reg->AddVersion(Version("models/v1.pt")).ok());
   }
-  // Roll the file back to schema 1 (drop what migration 2 added).
+  // Roll the file back to schema 1 (drop what migrations 2 and 3 added).
   REQUIRE(RawExec(path,
                   "DROP INDEX versions_one_active; DROP INDEX rounds_outcome; "
+                  "ALTER TABLE versions DROP COLUMN file_removed_us; "
                   "PRAGMA user_version = 1;") == SQLITE_OK);
   {
     auto reg = OpenRegistry(path, &clock);
-    CHECK(reg->SchemaVersion() == 2);
+    CHECK(reg->SchemaVersion() == 3);
     CHECK(reg->GetVersion(1)->path == "models/v1.pt");  // data kept
+    CHECK_FALSE(reg->GetVersion(1)->file_removed_us.has_value());
   }
   CHECK(RawQuery(path, "SELECT count(*) FROM sqlite_master WHERE name = 'versions_one_active'") == 1);
 

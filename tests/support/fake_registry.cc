@@ -112,6 +112,18 @@ Status FakeRegistry::SetVersionMetrics(int64_t id, const storage::VersionMetrics
   return Status::Ok();
 }
 
+Status FakeRegistry::MarkFileRemoved(int64_t id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (TakeFailureLocked()) return InjectedFailure("mark file removed");
+  auto it = versions_.find(id);
+  if (it == versions_.end()) return VersionNotFound(id);
+  if (it->second.status == VersionStatus::kActive) {
+    return Status::FailedPrecondition("version " + std::to_string(id) + " is active; its file is kept");
+  }
+  if (!it->second.file_removed_us) it->second.file_removed_us = clock_->NowMicros();
+  return Status::Ok();
+}
+
 Status FakeRegistry::Activate(int64_t id, bool allow_rejected) {
   std::lock_guard<std::mutex> lock(mu_);
   if (TakeFailureLocked()) return InjectedFailure("activate");
@@ -120,6 +132,10 @@ Status FakeRegistry::Activate(int64_t id, bool allow_rejected) {
   if (target->second.status == VersionStatus::kActive) return Status::Ok();
   if (target->second.status == VersionStatus::kRejected && !allow_rejected) {
     return Status::FailedPrecondition("version " + std::to_string(id) + " was rejected");
+  }
+  if (target->second.file_removed_us) {
+    return Status::FailedPrecondition("version " + std::to_string(id) +
+                                      "'s file was removed by the retention policy");
   }
   // Every check is done before the first change, so a refused activation
   // leaves the old active version in place, as the rolled-back transaction does.

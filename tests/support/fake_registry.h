@@ -38,7 +38,7 @@ class FakeRegistry final : public storage::Registry {
 
   // The schema version a freshly opened real registry reports; the contract
   // test checks the two agree, so a new migration cannot go unnoticed here.
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
   int SchemaVersion() override { return kSchemaVersion; }
 
   Result<int64_t> AddVersion(const storage::VersionRecord& record) override;
@@ -48,6 +48,7 @@ class FakeRegistry final : public storage::Registry {
   Status SetVersionStatus(int64_t id, storage::VersionStatus status,
                           std::string_view note) override;
   Status SetVersionMetrics(int64_t id, const storage::VersionMetrics& metrics) override;
+  Status MarkFileRemoved(int64_t id) override;
   Status Activate(int64_t id, bool allow_rejected = false) override;
   Result<std::optional<storage::VersionRecord>> ActiveVersion() override;
 
