@@ -46,7 +46,7 @@ struct ServerConfig {
   uint64_t max_header_bytes = 8192;        // 431 above it
   int64_t read_timeout_ms = 10000;         // per request, re-armed before every read
   int64_t idle_timeout_ms = 60000;         // keep-alive idle limit
-  int max_connections = 1024;              // then the longest-waiting connection makes room, or 503
+  int max_connections = 4096;              // then the longest-waiting connection makes room, or 503
   int64_t drain_timeout_ms = 10000;        // graceful shutdown bound
   std::string auth_token_file;             // "" = no auth; else Bearer token needed on /v1 POSTs
   bool auth_inference = false;             // also require the token for inference
@@ -175,6 +175,12 @@ struct LearnerConfig {
   double yield_above_rps = 1000;
   int64_t max_yield_s = 60;
   uint64_t seed = 42;
+  // Version files kept on disk (learner/version_retention.h): the newest
+  // keep_versions whatever their status, plus every version that was ever
+  // served (keep_served_versions -1) or the newest N of them. Lower them on
+  // a small disk where rounds promote often; rows stay in the registry.
+  int64_t keep_versions = 20;
+  int64_t keep_served_versions = -1;
 };
 
 struct CaptureConfig {

@@ -135,6 +135,8 @@ std::vector<Leaf> BuildLeaves() {
       DISTILLD_FIELD(learner.yield_above_rps, kRestart, Number, 0, 1e9, false, ">= 0"),
       DISTILLD_FIELD(learner.max_yield_s, kNextRound, Int, 0, 86400),
       DISTILLD_FIELD(learner.seed, kRestart, UInt, 0, kMaxSeed),
+      DISTILLD_FIELD(learner.keep_versions, kNextRound, Int, 1, kMaxI),
+      DISTILLD_FIELD(learner.keep_served_versions, kNextRound, Int, -1, kMaxI),
 
       DISTILLD_FIELD(capture.fraction, kRestart, Number, 0, 1, false, "in [0, 1]"),
       DISTILLD_FIELD(capture.feedback_ttl_s, kRestart, Int, 1, 30 * 86400),

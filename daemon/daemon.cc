@@ -10,6 +10,8 @@
 #include "learner/model/arch.h"
 #include "learner/model/model_io.h"
 #include "learner/round_recovery.h"
+#include "learner/round_settings.h"
+#include "learner/version_retention.h"
 // Last: replaces glog's LOG macro that LibTorch headers define.
 #include "common/log.h"
 
@@ -148,24 +150,34 @@ Status Daemon::OpenState() {
 Status Daemon::StartLearner(int64_t active_version) {
   const config::Config c = config();
   if (!c.learner.enabled) {
+    learner_disabled_reason_ = "learner.enabled: false";
     LOG(kInfo) << "learner disabled (learner.enabled: false)";
     return Status::Ok();
   }
   const std::string teacher_path =
       c.model.teacher.empty() ? (fs::path(c.storage.state_dir) / "teacher.pt").string() : c.model.teacher;
-  if (!fs::exists(teacher_path)) {
-    if (!c.model.teacher.empty()) {
-      return Status::FailedPrecondition("model.teacher: no such file: " + teacher_path);
+  // Without a usable teacher the daemon still serves; the learner stays off
+  // and GET /v1/learner, the log and an event say why.
+  auto disable = [this](const std::string& why, bool error) {
+    learner_disabled_reason_ = why;
+    if (error) {
+      LOG(kError) << "learner disabled: " << why;
+      (void)registry_->LogEvent(storage::EventKind::kError, "learner disabled: " + why);
+    } else {
+      LOG(kWarning) << "learner disabled: " << why;
     }
-    LOG(kWarning) << "learner disabled: no teacher at " << teacher_path
-                  << " (set model.teacher, or run `distilld train-teacher`)";
     return Status::Ok();
+  };
+  if (!fs::exists(teacher_path)) {
+    if (!c.model.teacher.empty()) return disable("model.teacher: no such file: " + teacher_path, true);
+    return disable("no teacher at " + teacher_path + " (set model.teacher, or run `distilld train-teacher`)", false);
   }
   Result<torch::jit::Module> loaded = learner::LoadModel(teacher_path);
-  if (!loaded.ok()) return loaded.status().WithContext("model.teacher");
+  if (!loaded.ok()) return disable(loaded.status().WithContext("model.teacher").message(), true);
   torch::jit::Module teacher = std::move(loaded).value();
-  RETURN_IF_ERROR(learner::CheckSignature(teacher, c.model.input_shape, c.model.classes)
-                      .WithContext("model.teacher: " + teacher_path));
+  if (Status sig = learner::CheckSignature(teacher, c.model.input_shape, c.model.classes); !sig.ok()) {
+    return disable(sig.WithContext("model.teacher: " + teacher_path).message(), true);
+  }
   learner::DistillerOptions d;
   d.learner = c.learner;
   d.replay = c.replay;
@@ -221,6 +233,12 @@ void Daemon::RegisterLearnerMetrics() {
   replaybuffer::ReplayBuffer* buffer = buffer_.get();
   replaybuffer::HoldoutSet* holdout = holdout_.get();
   const storage::FreeSpaceFloor* floor = free_space_.get();
+  metrics_->AddCollector([](std::string* out) {
+    // At most two: the served version, and one being prepared or draining.
+    AppendMetric(out, "distilld_models_loaded", "gauge",
+                 "Student versions loaded in memory (the served one, plus one being prepared or draining).");
+    *out += "distilld_models_loaded " + std::to_string(ServedModel::alive()) + "\n";
+  });
   metrics_->AddCollector([floor](std::string* out) {
     AppendMetric(out, "distilld_storage_free_bytes", "gauge",
                  "Free bytes on the state dir's filesystem; writes stop at storage.min_free_mb.");
@@ -277,6 +295,7 @@ void Daemon::RegisterRoutes() {
   l.buffer = buffer_.get();
   l.holdout = holdout_.get();
   l.distiller = distiller_.get();
+  l.learner_disabled_reason = learner_disabled_reason_;
   l.activator = activator_.get();
   l.executor = executor_.get();
   l.capture = capture_.get();
@@ -337,6 +356,17 @@ Status Daemon::Start() {
   ASSIGN_OR_RETURN(std::unique_ptr<learner::VersionStore> versions,
                    learner::VersionStore::Create({c.storage.state_dir, registry_.get(), free_space_.get()}));
   ASSIGN_OR_RETURN(storage::VersionRecord active, versions->LoadOrCreateInitial(initial));
+  // Files a crash left behind, then the retention policy (which a config
+  // change may have tightened since the last round).
+  ASSIGN_OR_RETURN(int64_t strays, learner::RemoveStrayVersionFiles(*registry_, c.storage.state_dir));
+  if (strays > 0) {
+    LOG(kInfo) << "removed " << strays << " stray file(s) from " << c.storage.state_dir << "/models";
+  }
+  Result<learner::RetentionReport> kept = learner::ApplyRetentionAndRecord(
+      *registry_, c.storage.state_dir, learner::RetentionPolicyFrom(c.learner), "at start");
+  if (!kept.ok()) {
+    LOG(kWarning) << "version retention: " << kept.status().ToString();
+  }
   RETURN_IF_ERROR(models_->Publish(active));
 
   BatcherOptions bo;

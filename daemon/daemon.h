@@ -132,6 +132,7 @@ class Daemon {
   std::unique_ptr<VersionActivator> activator_;
   std::unique_ptr<Heartbeat> learner_beat_;  // declared before distiller_: outlives its thread
   std::unique_ptr<learner::IncrementalDistiller> distiller_;
+  std::string learner_disabled_reason_;  // why distiller_ is null ("" while it runs)
   LearningApiOptions learning_api_;
   Gauge* holdout_accuracy_ = nullptr;
   std::function<void(const storage::RoundRecord&)> round_observer_;  // learner metrics

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "common/fd_limit.h"
 #include "daemon/daemon.h"
 #include "daemon/http/listen_fds.h"
 #include "daemon/sd_notify.h"
@@ -161,6 +162,16 @@ int RunServe(const config::Config& loaded_config, const ServeOptions& options) {
   for (const auto& s : inherited->unix_stream) LOG(kInfo) << "socket activation: unix " << s.local_address;
   daemon_options.listen_sockets = std::move(*inherited);
 
+  // One descriptor per connection, plus RocksDB's files, models and logs.
+  const uint64_t want_fds = static_cast<uint64_t>(config.server.max_connections) + 1024;
+  Result<uint64_t> fds = RaiseFdLimit(want_fds);
+  if (!fds.ok()) {
+    LOG(kWarning) << "open-file limit: " << fds.status().ToString();
+  } else if (*fds < want_fds) {
+    LOG(kWarning) << "open-file limit " << *fds << " (the hard limit) is below server.max_connections + 1024 = "
+                  << want_fds << ": connections beyond it are refused by the kernel, not evicted; raise "
+                  << "LimitNOFILE (systemd) or `ulimit -Hn`";
+  }
   Notify(notifier->SetStatus("starting: opening " + config.storage.state_dir + ", loading the active student"),
          "STATUS");
   std::unique_ptr<Daemon> daemon = Daemon::Create(config, daemon_options);

@@ -420,6 +420,14 @@ class DistillerImpl final : public IncrementalDistiller, private internal::Round
     if (Status up = o_.registry->UpdateRound(rs.record); !up.ok()) {
       LOG(kError) << "learner: recording round " << round_id << ": " << up.ToString();
     }
+    if (rs.record.candidate_version.has_value()) {
+      // A round that saved a version may have pushed an old one out.
+      Result<RetentionReport> kept = ApplyRetentionAndRecord(*o_.registry, o_.state_dir, RetentionPolicyFrom(o_.learner),
+                                                             "after round " + std::to_string(round_id));
+      if (!kept.ok()) {
+        LOG(kWarning) << "learner: version retention: " << kept.status().ToString();
+      }
+    }
     last_round_end_us_ = o_.clock->MonotonicMicros();
     {
       std::lock_guard<std::mutex> lock(mu_);

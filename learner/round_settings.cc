@@ -26,6 +26,8 @@ Status ValidateLearnerSettings(const config::LearnerConfig& l, const config::Rep
   }
   if (!(l.dormant_threshold >= 0)) return bad("dormant_threshold", "must be >= 0");
   if (l.max_yield_s < 0) return bad("max_yield_s", "must be >= 0");
+  if (l.keep_versions < 1) return bad("keep_versions", "must be >= 1");
+  if (l.keep_served_versions < -1) return bad("keep_served_versions", "must be >= -1 (-1 keeps all)");
   if (std::string g = ValidateGateOptions(GateOptionsFrom(l)); !g.empty()) {
     return Status::InvalidArgument("learner gate: " + g);
   }
@@ -63,6 +65,13 @@ RecycleOptions RecycleOptionsFrom(const config::LearnerConfig& l) {
   RecycleOptions r;
   r.threshold = l.dormant_threshold;
   return r;
+}
+
+RetentionPolicy RetentionPolicyFrom(const config::LearnerConfig& learner) {
+  RetentionPolicy p;
+  p.keep_last = learner.keep_versions;
+  p.keep_served = learner.keep_served_versions;
+  return p;
 }
 
 }  // namespace distilld::learner

@@ -10,6 +10,7 @@
 #include "learner/gate.h"
 #include "learner/kd_loss.h"
 #include "learner/recycle.h"
+#include "learner/version_retention.h"
 
 namespace distilld::learner {
 
@@ -23,5 +24,6 @@ GateOptions GateOptionsFrom(const config::LearnerConfig& learner);
 TemperatureScheduleOptions TemperatureScheduleFrom(const config::LearnerConfig& learner);
 ImageAugmentOptions ReplayAugment(const config::LearnerConfig& learner);
 RecycleOptions RecycleOptionsFrom(const config::LearnerConfig& learner);
+RetentionPolicy RetentionPolicyFrom(const config::LearnerConfig& learner);
 
 }  // namespace distilld::learner

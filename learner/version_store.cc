@@ -1,10 +1,10 @@
 #include "learner/version_store.h"
 
-#include <cstdio>
 #include <filesystem>
 
 #include "common/crash_point.h"
 #include "learner/model/model_io.h"
+#include "learner/version_names.h"
 
 namespace distilld::learner {
 
@@ -18,13 +18,9 @@ Result<std::unique_ptr<VersionStore>> VersionStore::Create(const Options& option
   return std::unique_ptr<VersionStore>(new VersionStore(options));
 }
 
-std::string VersionStore::Name(int64_t id) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "v%06lld", static_cast<long long>(id));
-  return buf;
-}
+std::string VersionStore::Name(int64_t id) { return VersionName(id); }
 
-std::string VersionStore::RelativePath(int64_t id) { return "models/" + Name(id) + ".pt"; }
+std::string VersionStore::RelativePath(int64_t id) { return VersionRelativePath(id); }
 
 Result<storage::VersionRecord> VersionStore::Add(const torch::jit::Module& model, storage::VersionRecord record) {
   if (options_.free_space != nullptr) {
@@ -52,7 +48,7 @@ Result<storage::VersionRecord> VersionStore::Add(const torch::jit::Module& model
 Result<storage::VersionRecord> VersionStore::FallBackFrom(const storage::VersionRecord& bad, const Status& why) {
   ASSIGN_OR_RETURN(std::vector<storage::VersionRecord> all, options_.registry->ListVersions());
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
-    if (it->id == bad.id || it->status == storage::VersionStatus::kRejected) continue;
+    if (it->id == bad.id || it->status == storage::VersionStatus::kRejected || it->file_removed_us) continue;
     if (!Load(*it).ok()) continue;
     RETURN_IF_ERROR(options_.registry->Activate(it->id));
     const std::string message = "active version " + std::to_string(bad.id) + " failed verification at start (" +

@@ -61,6 +61,9 @@ void WriteVersion(Writer& w, const storage::VersionRecord& v) {
   w.String(v.sha256.c_str());
   w.Key("note");
   w.String(v.note.c_str());
+  // false once the retention policy deleted the file (it cannot be activated).
+  w.Key("file_kept");
+  w.Bool(!v.file_removed_us.has_value());
   w.Key("metrics");
   storage::WriteVersionMetrics(w, v.metrics);
   w.EndObject();

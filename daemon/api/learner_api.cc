@@ -19,6 +19,10 @@ void GetLearner(Api* api, const HttpRequest&, const RouteParams&, Responder resp
     w.StartObject();
     w.Key("enabled");
     w.Bool(api->o.distiller != nullptr);
+    if (api->o.distiller == nullptr) {
+      w.Key("disabled_reason");
+      w.String(api->o.learner_disabled_reason.c_str());
+    }
     learner::DistillerProgress p;
     if (api->o.distiller) p = api->o.distiller->Progress();
     w.Key("state");
@@ -69,6 +73,10 @@ void GetLearner(Api* api, const HttpRequest&, const RouteParams&, Responder resp
       w.StartObject();
       w.Key("size");
       w.Uint64(api->o.holdout->size());
+      // Every sample ever held out, evicted ones included: with buffer.seen
+      // and samples_waiting it accounts for every sample stored.
+      w.Key("held_out_total");
+      w.Uint64(api->o.holdout->generation());
       w.Key("class_counts");
       WriteClassCounts(w, api->o.holdout->ClassCounts());
       w.EndObject();
@@ -91,7 +99,7 @@ void GetLearner(Api* api, const HttpRequest&, const RouteParams&, Responder resp
 
 void PostRound(Api* api, const HttpRequest&, const RouteParams&, Responder respond) {
   if (api->o.distiller == nullptr) {
-    respond(MakeError(HttpStatus::conflict, "the learner is disabled (learner.enabled: false)"));
+    respond(MakeError(HttpStatus::conflict, "the learner is disabled: " + api->o.learner_disabled_reason));
     return;
   }
   // Counting pending samples reads RocksDB and queueing writes SQLite: not on

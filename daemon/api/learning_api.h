@@ -36,6 +36,7 @@ struct LearningApiOptions {
   replaybuffer::ReplayBuffer* buffer = nullptr;   // optional (learner off)
   replaybuffer::HoldoutSet* holdout = nullptr;    // optional
   learner::IncrementalDistiller* distiller = nullptr;  // optional: null = learner disabled
+  std::string learner_disabled_reason;  // why distiller is null, for GET /v1/learner and 409s
   VersionActivator* activator = nullptr;          // required
   BlockingExecutor* executor = nullptr;           // required
   CaptureIndex* capture = nullptr;                // required

@@ -43,6 +43,11 @@ Result<int64_t> VersionActivator::Activate(int64_t version_id) {
     return Status::FailedPrecondition("version " + std::to_string(version_id) +
                                       " was rejected (" + record.note + ") and cannot be activated");
   }
+  if (record.file_removed_us) {
+    return Status::FailedPrecondition("version " + std::to_string(version_id) +
+                                      "'s file was removed by the retention policy (learner.keep_versions, "
+                                      "learner.keep_served_versions) and cannot be activated");
+  }
   ASSIGN_OR_RETURN(std::optional<storage::VersionRecord> active, registry_->ActiveVersion());
   const int64_t previous = active.has_value() ? active->id : 0;
   if (previous == version_id) return previous;

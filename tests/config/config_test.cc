@@ -99,6 +99,8 @@ learner:
   yield_above_rps: 50
   max_yield_s: 9
   seed: 7
+  keep_versions: 3
+  keep_served_versions: 2
 capture:
   fraction: 0.5
   feedback_ttl_s: 60
@@ -184,6 +186,8 @@ TEST_CASE("every field is parsed") {
   CHECK(c.learner.threads == 2);
   CHECK(c.learner.nice == 5);
   CHECK(c.learner.seed == 7);
+  CHECK(c.learner.keep_versions == 3);
+  CHECK(c.learner.keep_served_versions == 2);
   CHECK(c.capture.fraction == doctest::Approx(0.5));
   CHECK(c.capture.feedback_ttl_s == 60);
   CHECK(c.logging.level == "debug");
@@ -216,7 +220,7 @@ TEST_CASE("the schema: every field of the example file has one reload class, and
   std::string schema_list;
   for (const auto& k : schema_keys) schema_list += k + " ";
   CHECK(example_list == schema_list);
-  CHECK(schema_keys.size() == 79);
+  CHECK(schema_keys.size() == 81);
 
   // kEveryField changes every field, so a diff against the defaults names
   // each one: no two schema entries are bound to the same member.
@@ -357,6 +361,18 @@ TEST_CASE("out-of-range values are reported with the range") {
         "batching.max_batch_size: expected an integer in [1, 4096] at line 2, column 19");
   CHECK(r.errors[1].key_path == "replay.holdout_fraction");
   CHECK(r.errors[1].message == "expected a number in [0, 0.9]");
+}
+
+TEST_CASE("version retention: at least one file kept, -1 keeps every served version") {
+  LoadResult bad = ParseConfig("learner:\n  keep_versions: 0\n  keep_served_versions: -2\n");
+  REQUIRE(bad.errors.size() == 2);
+  CHECK(bad.errors[0].key_path == "learner.keep_versions");
+  CHECK(bad.errors[1].key_path == "learner.keep_served_versions");
+  CHECK(bad.errors[1].message.find("[-1, ") != std::string::npos);
+  LoadResult all = ParseConfig("learner:\n  keep_served_versions: -1\n");
+  CHECK(all.errors.empty());
+  CHECK(Config().learner.keep_versions == 20);
+  CHECK(Config().learner.keep_served_versions == -1);
 }
 
 TEST_CASE("cross-field checks are positioned at the key") {

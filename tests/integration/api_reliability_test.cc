@@ -1,8 +1,10 @@
 // The /v1 API when things go wrong for a user: a disk that fills up under
-// the state dir, and an event poller that falls behind.
+// the state dir, version files piling up over months, and an event poller
+// that falls behind.
 #include <rapidjson/document.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <atomic>
 #include <random>
 #include <string>
@@ -63,6 +65,45 @@ TEST_CASE("below storage.min_free_mb ingest and rounds are refused with a messag
   rapidjson::Document ok = RequestRound(c);
   CHECK(std::string(ok["outcome"].GetString()) == "promoted");
   CHECK(ok["samples_new"].GetInt64() == 120);
+}
+
+TEST_CASE("the retention policy deletes old version files after each round; their rows stay, unactivatable") {
+  Env env([](config::Config& c) {
+    c.learner.keep_versions = 1;         // the newest version's file ...
+    c.learner.keep_served_versions = 1;  // ... and the newest served one's
+  });
+  TcpClient c = env.Client();
+  for (uint64_t round = 0; round < 3; ++round) PostSamplesAndRound(c, Batch(env.task, 90, 10 + round));
+  Reply vs = c.Get("/v1/models/fashion/versions");
+  REQUIRE(vs.status == 200);
+  rapidjson::Document vd = Parse(vs.body);
+  REQUIRE(vd["versions"].Size() == 4);  // the initial student and one per round: every row stays
+  int kept = 0;
+  int64_t removed = 0;
+  for (const auto& v : vd["versions"].GetArray()) {
+    const int64_t id = v["id"].GetInt64();
+    CAPTURE(id);
+    const bool file = std::filesystem::exists(env.config.storage.state_dir + "/models/v00000" + std::to_string(id) + ".pt");
+    CHECK(v["file_kept"].GetBool() == file);
+    kept += file;
+    if (std::string(v["status"].GetString()) == "active" || id == 4) CHECK(file);
+    if (!file) removed = id;
+  }
+  CHECK(kept <= 2);
+  REQUIRE(removed != 0);
+  Reply refused = c.Post("/v1/models/fashion/versions/" + std::to_string(removed) + "/activate", "{}");
+  CHECK(refused.status == 409);
+  CHECK(refused.body.find("removed by the retention policy") != std::string::npos);
+  CHECK(c.Get("/v2/health/ready").status == 200);
+  // However many versions were made, at most two are ever in memory.
+  const std::string metrics = c.Get("/metrics").body;
+  const size_t loaded = metrics.find("\ndistilld_models_loaded ");
+  REQUIRE(loaded != std::string::npos);
+  const int in_memory = std::stoi(metrics.substr(loaded + 24));
+  CHECK(in_memory >= 1);
+  CHECK(in_memory <= 2);
+  Reply events = c.Get("/v1/events?limit=50");
+  CHECK(events.body.find("\"kind\":\"retention\"") != std::string::npos);
 }
 
 TEST_CASE("GET /v1/events?after= pages forward: a poller with a small page sees every event once") {

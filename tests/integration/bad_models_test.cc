@@ -1,8 +1,9 @@
 // Bad model files as a user may hand them over, or a disk may leave them:
 // truncated, bit-flipped, the wrong input shape or class count, as the
-// initial student, as the teacher, or as a stored version. The daemon
-// refuses to start with a message naming the file, or goes on serving a
-// good version; it never crashes and never serves a bad one.
+// initial student, as the teacher, or as a stored version. A bad student
+// refuses start-up with a message naming the file; a bad teacher leaves the
+// daemon serving with the learner off, saying why; a bad stored version is
+// never served. The daemon never crashes and never serves a bad file.
 #include <rapidjson/document.h>
 
 #include <filesystem>
@@ -65,41 +66,83 @@ const char* Name(Damage d) {
 constexpr Damage kAll[] = {Damage::kTruncated, Damage::kEmpty, Damage::kNotAModel, Damage::kWrongClasses,
                            Damage::kWrongInput};
 
-TEST_CASE("a bad initial student or teacher refuses start-up naming the file, and registers nothing") {
+TEST_CASE("a bad initial student refuses start-up naming the file, and registers nothing") {
   TempDir dir;
   SyntheticTask task;
   TrainAndSave(task, {0, 1, 2}, dir.str("teacher.pt"), 1);
   TrainAndSave(task, {0, 1}, dir.str("student.pt"), 2);
-  for (const char* role : {"student", "teacher"}) {
-    for (Damage d : kAll) {
-      CAPTURE(role);
-      CAPTURE(Name(d));
-      const std::string bad = dir.str(std::string("bad_") + role + ".pt");
-      Damaged(dir.str(std::string(role) + ".pt"), bad, d);
-      config::Config c = LearningConfig(dir);
-      c.storage.state_dir = dir.str(std::string("state_") + role + "_" + std::to_string(static_cast<int>(d)));
-      (std::string(role) == "student" ? c.model.student : c.model.teacher) = bad;
-      auto daemon = daemon::Daemon::Create(c);
-      Status st = daemon->Start();
-      INFO(st.ToString());
-      CHECK_FALSE(st.ok());
-      CHECK(st.message().find("model." + std::string(role)) != std::string::npos);
-      CHECK(st.message().find(bad) != std::string::npos);
-      daemon.reset();
-      // The user fixes the file and starts again on the same state dir: the
-      // good model is used, no bad version was registered before it.
-      (std::string(role) == "student" ? c.model.student : c.model.teacher) = dir.str(std::string(role) + ".pt");
-      auto fixed = daemon::Daemon::Create(c);
-      Status ok = fixed->Start();
-      INFO(ok.ToString());
-      REQUIRE(ok.ok());
-      auto versions = fixed->registry()->ListVersions();
-      REQUIRE(versions.ok());
-      CHECK(versions->size() == 1);
-      TcpClient client(Loopback(fixed->tcp_port()));
-      const float x[kTaskPixels] = {};
-      CHECK(client.Post("/v2/models/fashion/infer", Infer4x4(x, "fixed")).status == 200);
-    }
+  for (Damage d : kAll) {
+    CAPTURE(Name(d));
+    const std::string bad = dir.str("bad_student.pt");
+    Damaged(dir.str("student.pt"), bad, d);
+    config::Config c = LearningConfig(dir);
+    c.storage.state_dir = dir.str("state_student_" + std::to_string(static_cast<int>(d)));
+    c.model.student = bad;
+    auto daemon = daemon::Daemon::Create(c);
+    Status st = daemon->Start();
+    INFO(st.ToString());
+    CHECK_FALSE(st.ok());
+    CHECK(st.message().find("model.student") != std::string::npos);
+    CHECK(st.message().find(bad) != std::string::npos);
+    daemon.reset();
+    // The user fixes the file and starts again on the same state dir: the
+    // good model is used, no bad version was registered before it.
+    c.model.student = dir.str("student.pt");
+    auto fixed = daemon::Daemon::Create(c);
+    Status ok = fixed->Start();
+    INFO(ok.ToString());
+    REQUIRE(ok.ok());
+    auto versions = fixed->registry()->ListVersions();
+    REQUIRE(versions.ok());
+    CHECK(versions->size() == 1);
+    TcpClient client(Loopback(fixed->tcp_port()));
+    const float x[kTaskPixels] = {};
+    CHECK(client.Post("/v2/models/fashion/infer", Infer4x4(x, "fixed")).status == 200);
+  }
+}
+
+TEST_CASE("a bad or missing teacher disables the learner with the reason; serving goes on") {
+  TempDir dir;
+  SyntheticTask task;
+  TrainAndSave(task, {0, 1, 2}, dir.str("teacher.pt"), 1);
+  TrainAndSave(task, {0, 1}, dir.str("student.pt"), 2);
+  std::vector<std::pair<std::string, std::string>> cases;  // name, what the reason must say
+  for (Damage d : kAll) cases.emplace_back(Name(d), "model.teacher");
+  cases.emplace_back("missing", "no such file");
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto& [name, says] = cases[i];
+    CAPTURE(name);
+    const std::string bad = dir.str("bad_teacher_" + std::to_string(i) + ".pt");
+    if (i < std::size(kAll)) Damaged(dir.str("teacher.pt"), bad, kAll[i]);
+    config::Config c = LearningConfig(dir);
+    c.storage.state_dir = dir.str("state_teacher_" + std::to_string(i));
+    c.model.teacher = bad;
+    auto daemon = daemon::Daemon::Create(c);
+    Status st = daemon->Start();
+    INFO(st.ToString());
+    REQUIRE(st.ok());
+    TcpClient client(Loopback(daemon->tcp_port()));
+    const float x[kTaskPixels] = {};
+    CHECK(client.Post("/v2/models/fashion/infer", Infer4x4(x, "served")).status == 200);
+    CHECK(client.Get("/v2/health/ready").status == 200);
+    Reply l = client.Get("/v1/learner");
+    REQUIRE(l.status == 200);
+    rapidjson::Document ld = Parse(l.body);
+    CHECK_FALSE(ld["enabled"].GetBool());
+    const std::string reason = ld["disabled_reason"].GetString();
+    CHECK(reason.find(says) != std::string::npos);
+    CHECK(reason.find(bad) != std::string::npos);
+    // Samples are still stored; a round is refused with the same reason.
+    std::mt19937_64 rng(4);
+    std::vector<float> xs;
+    std::vector<int64_t> ys;
+    task.Make(30, -1, rng, &xs, &ys);
+    CHECK(client.Post("/v1/samples", SamplesJson(xs, ys)).status == 200);
+    Reply round = client.Post("/v1/learner/rounds", "{}");
+    CHECK(round.status == 409);
+    CHECK(round.body.find(reason.substr(0, 40)) != std::string::npos);
+    Reply events = client.Get("/v1/events?limit=10");
+    CHECK(events.body.find("learner disabled") != std::string::npos);
   }
 }
 
