@@ -42,13 +42,14 @@ inline uint16_t WaitForPort(const std::string& log_path) {
   return 0;
 }
 
-// Starts `distilld serve --config config_path`, logging to log_path, with
-// `env` set in the child only.
+// Starts `distilld serve --config config_path` (the binary under test, or
+// `binary`), logging to log_path, with `env` set in the child only.
 inline bool StartServe(ChildProcess& child, const std::string& config_path,
                        const std::string& log_path,
-                       std::vector<std::pair<std::string, std::optional<std::string>>> env = {}) {
+                       std::vector<std::pair<std::string, std::optional<std::string>>> env = {},
+                       const std::string& binary = DistilldBinary()) {
   ChildProcess::Options o;
-  o.argv = {DistilldBinary(), "serve", "--config", config_path};
+  o.argv = {binary, "serve", "--config", config_path};
   o.output_path = log_path;
   o.env = std::move(env);
   return child.Start(o);

@@ -161,7 +161,7 @@ class Loop {
       // A kill while it recovers, loads and opens its stores.
       CheckStoreOffline(cycle);
       ChildProcess child;
-      if (!StartServe(child, Path("distilld.yaml"), Path("startup.log"))) return Status::Internal("fork failed");
+      if (!StartServe(child, Path("distilld.yaml"), Path("startup.log"), {}, o_.distilld)) return Status::Internal("fork failed");
       std::this_thread::sleep_for(std::chrono::milliseconds(rng_() % 300));
       KillAndReap(child, cycle);
       ++r_.startup_kills;
@@ -185,7 +185,7 @@ class Loop {
     const std::string log = Path("daemon.log");
     fs::remove(log);
     const Clock::time_point started = Clock::now();
-    if (!StartServe(*running_, Path("distilld.yaml"), log)) return Status::Internal("fork failed");
+    if (!StartServe(*running_, Path("distilld.yaml"), log, {}, o_.distilld)) return Status::Internal("fork failed");
     port_ = WaitReady(*running_, log, started, cycle);
     if (port_ == 0) running_.reset();
     return Status::Ok();
