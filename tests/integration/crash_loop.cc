@@ -422,11 +422,13 @@ class Loop {
         rapidjson::Document d = ParseJson(r.body);
         if (!d.IsObject() || !d.HasMember("first_id")) continue;
         const uint64_t first = d["first_id"].GetUint64();
-        std::lock_guard<std::mutex> lock(mu);
-        for (size_t i = 0; i < batch.size(); ++i) pending_[first + i] = std::move(batch[i]);
-        r_.samples_acked += static_cast<int64_t>(batch.size());
-        max_acked_ = std::max<int64_t>(max_acked_, static_cast<int64_t>(first + batch.size() - 1));
-        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          for (size_t i = 0; i < batch.size(); ++i) pending_[first + i] = std::move(batch[i]);
+          r_.samples_acked += static_cast<int64_t>(batch.size());
+          max_acked_ = std::max<int64_t>(max_acked_, static_cast<int64_t>(first + batch.size() - 1));
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(o_.ingest_interval_ms));
       }
     });
     workers.emplace_back([&] {  // inference

@@ -46,6 +46,10 @@ struct CrashLoopOptions {
   // (60 s).
   int64_t ready_target_ms = 2000;
   int samples_per_batch = 16;
+  // Pause between ingest batches. Ingest faster than the learner trains
+  // makes every round longer than the kill delay, and then no kill lands
+  // after a version is decided.
+  int64_t ingest_interval_ms = 40;
   // Progress lines (one per cycle) go here when set.
   std::function<void(const std::string&)> progress;
 };
