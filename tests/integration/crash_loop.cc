@@ -150,8 +150,8 @@ class Loop {
         // Rounds only when the loop asks, so that after a restart nothing
         // runs until the checks are done.
         << "learner:\n  trigger_count: 100000000\n  trigger_interval_s: 2592000\n"
-        << "  idle_priority: false\n  yield_above_rps: 0\n  epochs: 2\n  batch_size: 32\n"
-        << "  learning_rate: 0.01\n  keep_versions: 4\n  keep_served_versions: 3\n";
+        << "  idle_priority: false\n  nice: 0\n  yield_above_rps: 0\n  epochs: 2\n  batch_size: 32\n"
+        << "  learning_rate: 0.01\n  max_steps: 300\n  keep_versions: 4\n  keep_served_versions: 3\n";
     return Status::Ok();
   }
 
@@ -396,7 +396,8 @@ class Loop {
     workers.emplace_back([&, seed] {  // ingest
       std::mt19937_64 rng(seed);
       TcpClient c(Loopback(port));
-      while (!stop && c.connected()) {
+      int64_t sent = 0;
+      while (!stop && c.connected() && sent < o_.max_samples_per_cycle) {
         std::vector<Expected> batch;
         std::string data, labels;
         for (int i = 0; i < o_.samples_per_batch; ++i) {
@@ -422,6 +423,7 @@ class Loop {
         rapidjson::Document d = ParseJson(r.body);
         if (!d.IsObject() || !d.HasMember("first_id")) continue;
         const uint64_t first = d["first_id"].GetUint64();
+        sent += static_cast<int64_t>(batch.size());
         {
           std::lock_guard<std::mutex> lock(mu);
           for (size_t i = 0; i < batch.size(); ++i) pending_[first + i] = std::move(batch[i]);

@@ -50,6 +50,10 @@ struct CrashLoopOptions {
   // makes every round longer than the kill delay, and then no kill lands
   // after a version is decided.
   int64_t ingest_interval_ms = 40;
+  // Samples ingested per cycle at most: rounds interrupted by kills leave
+  // their samples waiting, and an unbounded backlog would make every later
+  // round too long to finish between kills.
+  int64_t max_samples_per_cycle = 640;
   // Progress lines (one per cycle) go here when set.
   std::function<void(const std::string&)> progress;
 };

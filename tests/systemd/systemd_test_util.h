@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -285,7 +286,9 @@ class ChildProcess {
     pid_ = ::fork();
     if (pid_ < 0) return false;
     if (pid_ > 0) return true;
-    // Child.
+    // Child. It dies with the test (a timeout, a crash, a SIGTERM), never
+    // left running on the machine.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (!options.output_path.empty()) {
       int out =
           ::open(options.output_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
