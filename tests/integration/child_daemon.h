@@ -42,6 +42,17 @@ inline uint16_t WaitForPort(const std::string& log_path) {
   return 0;
 }
 
+// Writes the smallest serving config to `path`: a built-in MLP (hidden [4]) on
+// 1x2x2 inputs with 3 classes, the state dir given, the learner off, every
+// server limit at its default. For tests of ingest and connections.
+inline void WriteTinyServeConfig(const std::string& path, const std::string& state_dir) {
+  std::ofstream(path) << "server:\n  listen: \"127.0.0.1:0\"\n"
+                      << "model:\n  input_shape: [1, 2, 2]\n  classes: 3\n"
+                      << "  architecture:\n    hidden: [4]\n"
+                      << "storage:\n  state_dir: \"" << state_dir << "\"\n"
+                      << "learner:\n  enabled: false\n";
+}
+
 // Starts `distilld serve --config config_path` (the binary under test, or
 // `binary`), logging to log_path, with `env` set in the child only.
 inline bool StartServe(ChildProcess& child, const std::string& config_path,

@@ -63,11 +63,7 @@ TEST_CASE("5,000 half-sent requests: health and inference on fresh connections a
   TempDir dir;
   // Defaults for everything the flood meets: server.max_connections,
   // read_timeout_ms (10 s, longer than the test) and the rest.
-  std::ofstream(dir.str("d.yaml")) << "server:\n  listen: \"127.0.0.1:0\"\n"
-                                   << "model:\n  input_shape: [1, 2, 2]\n  classes: 3\n"
-                                   << "  architecture:\n    hidden: [4]\n"
-                                   << "storage:\n  state_dir: \"" << dir.str("state") << "\"\n"
-                                   << "learner:\n  enabled: false\n";
+  WriteTinyServeConfig(dir.str("d.yaml"), dir.str("state"));
   ChildProcess child;
   REQUIRE(StartServe(child, dir.str("d.yaml"), dir.str("log")));
   const uint16_t port = WaitForPort(dir.str("log"));

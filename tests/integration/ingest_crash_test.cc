@@ -19,11 +19,7 @@ namespace {
 
 TEST_CASE("acknowledged samples survive SIGKILL of the daemon") {
   TempDir dir;
-  std::ofstream(dir.str("d.yaml")) << "server:\n  listen: \"127.0.0.1:0\"\n"
-                                   << "model:\n  input_shape: [1, 2, 2]\n  classes: 3\n"
-                                   << "  architecture:\n    hidden: [4]\n"
-                                   << "storage:\n  state_dir: \"" << dir.str("state") << "\"\n"
-                                   << "learner:\n  enabled: false\n";
+  WriteTinyServeConfig(dir.str("d.yaml"), dir.str("state"));
   ChildProcess child;
   REQUIRE(StartServe(child, dir.str("d.yaml"), dir.str("log")));
   const uint16_t port = WaitForPort(dir.str("log"));
