@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """A slow-request flood against `distilld serve` with the example config.
 
-N connections (default 2,000, twice server.max_connections' default 1,024)
+N connections (default 8,000, twice server.max_connections' default 4,096)
 each send half a request line and then stay silent. Meanwhile, and after, a
 real client opens a fresh connection for GET /v2/health/live every 100 ms and
 records whether it was answered and how fast; the same probe before the
@@ -62,7 +62,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--distilld", default=us.DEFAULT_DISTILLD)
     ap.add_argument("--work", default="/tmp/distilld-conn-flood")
-    ap.add_argument("--connections", type=int, default=2000)
+    ap.add_argument("--connections", type=int, default=8000)
     ap.add_argument("--out", default="/tmp/conn_flood.json")
     args = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

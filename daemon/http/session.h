@@ -165,7 +165,11 @@ class Session : public SessionBase, public std::enable_shared_from_this<Session<
   void StartRequest() {
     if (closed_) return;
     answering_ = false;
-    waiting_since_us.store(Clock::Real()->MonotonicMicros());
+    // A first request has waited since the accept (the constructor's
+    // stamp): re-stamping here, when a loop busy accepting a burst gets to
+    // it, would make a client whose whole request is already buffered look
+    // younger than flood connections accepted before it, and evict it first.
+    if (served_ > 0) waiting_since_us.store(Clock::Real()->MonotonicMicros());
     parser_.emplace();
     parser_->body_limit(core_->max_body_bytes.load());
     parser_->header_limit(static_cast<uint32_t>(std::min<uint64_t>(core_->max_header_bytes.load(), UINT32_MAX)));
