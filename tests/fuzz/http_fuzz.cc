@@ -62,7 +62,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   addr.sin_family = AF_INET;
   addr.sin_port = htons(f.server->tcp_port());
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) std::abort();  // the server is gone
+  // Out of local ports (EADDRNOTAVAIL) is the harness's, not the server's:
+  // wait for some to free. Refused means the server is gone.
+  int tries = 0;
+  while (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (errno != EADDRNOTAVAIL || ++tries > 100) std::abort();
+    ::usleep(50'000);
+  }
   timeval tv{3, 0};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   size_t off = 0;
@@ -82,6 +88,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       break;
     }
   }
+  // Close with a reset: a million runs would otherwise leave a million
+  // connections in TIME_WAIT and run the loopback out of ports.
+  linger l{1, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &l, sizeof(l));
   ::close(fd);
   return 0;
 }
