@@ -9,7 +9,9 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 
@@ -56,17 +58,25 @@ Fixture& Get() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Fixture& f = Get();
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) std::abort();
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(f.server->tcp_port());
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  // Out of local ports (EADDRNOTAVAIL) is the harness's, not the server's:
-  // wait for some to free. Refused means the server is gone.
-  int tries = 0;
-  while (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    if (errno != EADDRNOTAVAIL || ++tries > 100) std::abort();
+  // Out of local ports (EADDRNOTAVAIL), or libFuzzer's timer signal during
+  // connect (EINTR), is the harness's, not the server's: retry on a fresh
+  // socket (a failed connect leaves the old one unusable). Refused means
+  // the server is gone.
+  int fd = -1;
+  for (int tries = 0;; ++tries) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) std::abort();
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) break;
+    const int err = errno;
+    ::close(fd);
+    if ((err != EADDRNOTAVAIL && err != EINTR) || tries >= 100) {
+      std::fprintf(stderr, "connect: %s\n", std::strerror(err));
+      std::abort();
+    }
     ::usleep(50'000);
   }
   timeval tv{3, 0};
