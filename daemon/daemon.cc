@@ -298,6 +298,7 @@ void Daemon::RegisterRoutes() {
   l.learner_disabled_reason = learner_disabled_reason_;
   l.activator = activator_.get();
   l.executor = executor_.get();
+  l.read_executor = read_executor_.get();
   l.capture = capture_.get();
   l.metrics = metrics_.get();
   l.clock = options_.clock;
@@ -396,6 +397,9 @@ Status Daemon::Start() {
       });
   // Two threads: an ingest fsync and an SQLite read never queue behind each other.
   executor_ = std::make_unique<BlockingExecutor>(2, 4096);
+  // And one for the GET handlers: a status read never waits behind ingest
+  // writes that RocksDB is holding back (a write stall, a full disk).
+  read_executor_ = std::make_unique<BlockingExecutor>(1, 4096);
   capture_ = std::make_unique<CaptureIndex>(options_.clock, c.capture.feedback_ttl_s * 1'000'000);
   RegisterLearnerMetrics();
   if (std::optional<double> acc = HoldoutAccuracy(active.metrics)) holdout_accuracy_->Set(*acc);
@@ -442,6 +446,7 @@ bool Daemon::Shutdown() {
   if (batcher_) batcher_->Stop();  // answers whatever is still queued
   if (server_) server_->Stop();
   if (executor_) executor_->Shutdown();  // finishes acknowledged ingest writes
+  if (read_executor_) read_executor_->Shutdown();
   if (store_) {
     Status s = store_->Flush();
     if (!s.ok()) {

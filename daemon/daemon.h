@@ -128,6 +128,7 @@ class Daemon {
   std::unique_ptr<replaybuffer::HoldoutSet> holdout_;
   std::unique_ptr<Authorizer> auth_;
   std::unique_ptr<BlockingExecutor> executor_;
+  std::unique_ptr<BlockingExecutor> read_executor_;  // the GET handlers' (LearningApiOptions)
   std::unique_ptr<CaptureIndex> capture_;
   std::unique_ptr<VersionActivator> activator_;
   std::unique_ptr<Heartbeat> learner_beat_;  // declared before distiller_: outlives its thread

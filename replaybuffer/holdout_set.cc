@@ -37,6 +37,7 @@ class HoldoutSetImpl final : public HoldoutSet {
         state_key_("holdout/" + options.name) {}
 
   Status Restore() {
+    std::lock_guard<std::mutex> serial(write_mu_);
     std::lock_guard<std::mutex> lock(mu_);
     Counters c;
     Result<std::optional<std::string>> got = store_->Get(Family::kState, state_key_);
@@ -72,7 +73,9 @@ class HoldoutSetImpl final : public HoldoutSet {
 
   Result<std::vector<storage::Sample>> Split(std::vector<storage::Sample> samples,
                                              const AlsoWrite& also) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    // Held across the store write; the readers take only mu_, so a write
+    // stalled in RocksDB never blocks a status read (GET /v1/learner).
+    std::lock_guard<std::mutex> serial(write_mu_);
     Counters next = counters_;
     std::vector<Mutation> m;
     std::vector<storage::Sample> train;
@@ -122,12 +125,13 @@ class HoldoutSetImpl final : public HoldoutSet {
       for (Mutation& x : also(held_out)) m.push_back(std::move(x));
     }
     RETURN_IF_ERROR(store_->Apply(m).WithContext("holdout " + options_.name));
+    std::lock_guard<std::mutex> lock(mu_);
     counters_ = std::move(next);
     return train;
   }
 
   Status Add(std::span<const storage::Sample> samples) override {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::lock_guard<std::mutex> serial(write_mu_);
     if (counters_.size + samples.size() > options_.max_samples) {
       return Status::ResourceExhausted("holdout " + options_.name + " would exceed " +
                                        std::to_string(options_.max_samples) + " samples");
@@ -147,6 +151,7 @@ class HoldoutSetImpl final : public HoldoutSet {
     }
     m.push_back({Family::kState, state_key_, EncodeCounters(next)});
     RETURN_IF_ERROR(store_->Apply(m).WithContext("holdout " + options_.name));
+    std::lock_guard<std::mutex> lock(mu_);
     counters_ = std::move(next);
     return Status::Ok();
   }
@@ -212,8 +217,11 @@ class HoldoutSetImpl final : public HoldoutSet {
   const HoldoutOptions options_;
   const std::string prefix_;
   const std::string state_key_;
+  std::mutex write_mu_;  // serialises the writers (Restore, Split, Add)
   mutable std::mutex mu_;
-  Counters counters_;  // guarded by mu_
+  // Written under both mutexes, so a writer may read it holding write_mu_
+  // alone; readers hold mu_.
+  Counters counters_;
 };
 
 }  // namespace

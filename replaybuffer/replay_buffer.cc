@@ -157,6 +157,7 @@ class ReplayBufferImpl final : public ReplayBuffer {
         state_key_("replaybuffer/" + options.name) {}
 
   Status Restore() {
+    std::lock_guard<std::mutex> serial(write_mu_);
     std::lock_guard<std::mutex> lock(mu_);
     State s;
     uint8_t stored_policy = 0;
@@ -266,7 +267,9 @@ class ReplayBufferImpl final : public ReplayBuffer {
       sizes[i] = e->size();
     }
 
-    std::lock_guard<std::mutex> lock(mu_);
+    // Held across the store write; readers (Stats, Sample) take only mu_,
+    // so a write stalled in RocksDB never blocks a status read.
+    std::lock_guard<std::mutex> serial(write_mu_);
     State next = state_;  // entries are shared_ptrs: a cheap copy
     Editor ed(&next, options_);
     for (size_t i = 0; i < samples.size(); ++i) {
@@ -302,6 +305,7 @@ class ReplayBufferImpl final : public ReplayBuffer {
     RETURN_IF_ERROR(AppendWrites(next, ed.touched(), &m));
     m.insert(m.end(), also.begin(), also.end());
     RETURN_IF_ERROR(store_->Apply(m).WithContext("replay buffer " + options_.name));
+    std::lock_guard<std::mutex> lock(mu_);
     state_ = std::move(next);
     return Status::Ok();
   }
@@ -389,8 +393,11 @@ class ReplayBufferImpl final : public ReplayBuffer {
   const std::string prefix_;
   const std::string state_key_;
 
+  std::mutex write_mu_;  // serialises the writers (Restore, Offer)
   mutable std::mutex mu_;
-  State state_;  // guarded by mu_; equal to what the store holds
+  // Written under both mutexes, so a writer may read it holding write_mu_
+  // alone; readers hold mu_. Equal to what the store holds.
+  State state_;
 };
 
 }  // namespace

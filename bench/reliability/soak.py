@@ -17,8 +17,10 @@ over HTTP:
   (a 404 means the request was not captured).
 
 Targets (issue 18): RSS flat within 10% after warm-up (the first 20% of the
-run), at most two model versions in memory (distilld_models_loaded), and
-models/ bounded by the retention policy.
+run), at most two model versions in memory (distilld_models_loaded),
+models/ bounded by the retention policy, no failed inference, and the status
+reads the soak itself makes (/metrics, /v1/learner, the versions list)
+answered within 5 s while rounds write to the store.
 
 Usage:
   /usr/bin/python3 bench/reliability/soak.py --duration-s 3600 --out /tmp/soak.json
@@ -184,7 +186,7 @@ def main():
     write_config(cfg, port, state, teacher, student)
     logf = open(os.path.join(args.work, "distilld.log"), "w")
     proc = subprocess.Popen([args.distilld, "serve", "--config", cfg], stdout=logf, stderr=subprocess.STDOUT)
-    mon = us.Http("127.0.0.1", port, timeout=30)
+    mon = us.Http("127.0.0.1", port, timeout=60)
     for _ in range(600):
         try:
             if mon.request("GET", "/v2/health/ready")[0] == 200:
@@ -199,14 +201,22 @@ def main():
     for t in load.threads:
         t.start()
     samples = []
+    status_failures = 0
     t0 = time.time()
     try:
         while time.time() - t0 < args.duration_s and proc.poll() is None:
             time.sleep(args.sample_s)
-            _, _, metrics = mon.request("GET", "/metrics")
-            text = metrics.decode()
-            _, learner = mon.json("GET", "/v1/learner")
-            _, versions = mon.json("GET", "/v1/models/fashion/versions")
+            try:
+                t_read = time.monotonic()
+                _, _, metrics = mon.request("GET", "/metrics")
+                text = metrics.decode()
+                _, learner = mon.json("GET", "/v1/learner")
+                _, versions = mon.json("GET", "/v1/models/fashion/versions")
+                status_ms = (time.monotonic() - t_read) * 1000
+            except Exception as e:  # a read that timed out is a finding, not the end of the soak
+                status_failures += 1
+                us.log("status read failed: %r" % (e,))
+                continue
             models_dir = os.path.join(state, "models")
             row = {
                 "t_s": round(time.time() - t0, 1),
@@ -219,6 +229,7 @@ def main():
                 "versions": len(versions["versions"]),
                 "rounds": learner["rounds_completed"],
                 "samples_waiting": learner["samples_waiting"],
+                "status_ms": round(status_ms, 1),
             }
             with load.lock:
                 row.update(load.counts)
@@ -257,6 +268,8 @@ def main():
         "versions_at_end": samples[-1]["versions"] if samples else None,
         "rounds_at_end": samples[-1]["rounds"] if samples else None,
         "counts": samples[-1] if samples else None,
+        "status_read_ms_max": max(s["status_ms"] for s in samples) if samples else None,
+        "status_read_failures": status_failures,
         "keep_versions": 20,
         "keep_served_versions": KEEP_SERVED,
     }
@@ -266,6 +279,10 @@ def main():
         "model_files_bounded": summary["model_files_max"] is not None
         and summary["model_files_max"] <= 20 + KEEP_SERVED + 1,
         "no_failed_inference": bool(samples) and samples[-1]["infer_failed"] == 0,
+        # GET /metrics, /v1/learner and /v1/models/.../versions in turn, all
+        # answered within 5 s while rounds write to the store.
+        "status_reads_within_5s": bool(samples) and status_failures == 0
+        and summary["status_read_ms_max"] <= 5000,
     }
     print(json.dumps(summary, indent=1))
     if args.out:

@@ -37,6 +37,8 @@ HttpResponse Json(HttpStatus status, const rapidjson::StringBuffer& sb);
 HttpResponse ErrorFor(const Status& st);
 // Runs `work` on the executor and answers with its response; 503 if full.
 void Offload(Api* api, Responder respond, std::function<HttpResponse()> work);
+// The same on the read executor: for handlers that only read.
+void OffloadRead(Api* api, Responder respond, std::function<HttpResponse()> work);
 // False (having answered 404) unless the path's {name} is the served model.
 bool CheckModel(Api* api, const RouteParams& params, const Responder& respond);
 // A version number from a path: 1 to 18 digits. Anything else is 400.

@@ -23,10 +23,21 @@ HttpResponse Json(HttpStatus status, const rapidjson::StringBuffer& sb) {
 
 HttpResponse ErrorFor(const Status& st) { return MakeError(HttpStatusFor(st), st.message()); }
 
-void Offload(Api* api, Responder respond, std::function<HttpResponse()> work) {
+namespace {
+void OffloadTo(BlockingExecutor* executor, Responder respond, std::function<HttpResponse()> work) {
   auto shared = std::make_shared<Responder>(std::move(respond));
-  bool ok = api->o.executor->Submit([shared, work = std::move(work)] { (*shared)(work()); });
+  bool ok = executor->Submit([shared, work = std::move(work)] { (*shared)(work()); });
   if (!ok) (*shared)(MakeError(HttpStatus::service_unavailable, "server busy: too many pending operations"));
+}
+}  // namespace
+
+void Offload(Api* api, Responder respond, std::function<HttpResponse()> work) {
+  OffloadTo(api->o.executor, std::move(respond), std::move(work));
+}
+
+void OffloadRead(Api* api, Responder respond, std::function<HttpResponse()> work) {
+  OffloadTo(api->o.read_executor != nullptr ? api->o.read_executor : api->o.executor, std::move(respond),
+            std::move(work));
 }
 
 bool CheckModel(Api* api, const RouteParams& params, const Responder& respond) {

@@ -13,7 +13,7 @@
 namespace distilld::daemon::api_internal {
 
 void GetLearner(Api* api, const HttpRequest&, const RouteParams&, Responder respond) {
-  Offload(api, std::move(respond), [api]() {
+  OffloadRead(api, std::move(respond), [api]() {
     rapidjson::StringBuffer sb;
     Writer w(sb);
     w.StartObject();
@@ -136,7 +136,7 @@ void GetRound(Api* api, const HttpRequest&, const RouteParams& params, Responder
                       "round id: expected a positive integer, got '" + std::string(params.Get("id")) + "'"));
     return;
   }
-  Offload(api, std::move(respond), [api, id]() {
+  OffloadRead(api, std::move(respond), [api, id]() {
     Result<storage::RoundRecord> r = api->o.registry->GetRound(*id);
     if (!r.ok()) {
       if (r.status().code() != StatusCode::kNotFound) return ErrorFor(r.status());

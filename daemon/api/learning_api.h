@@ -39,6 +39,9 @@ struct LearningApiOptions {
   std::string learner_disabled_reason;  // why distiller is null, for GET /v1/learner and 409s
   VersionActivator* activator = nullptr;          // required
   BlockingExecutor* executor = nullptr;           // required
+  // Optional; default `executor`. The GET handlers run here, so a status
+  // read never queues behind writes stalled in the store.
+  BlockingExecutor* read_executor = nullptr;
   CaptureIndex* capture = nullptr;                // required
   MetricsRegistry* metrics = nullptr;             // optional
   Clock* clock = nullptr;                         // default Clock::Real()

@@ -15,7 +15,7 @@ namespace distilld::daemon::api_internal {
 
 void GetVersions(Api* api, const HttpRequest&, const RouteParams& params, Responder respond) {
   if (!CheckModel(api, params, respond)) return;
-  Offload(api, std::move(respond), [api]() {
+  OffloadRead(api, std::move(respond), [api]() {
     Result<std::vector<storage::VersionRecord>> vs = api->o.registry->ListVersions();
     if (!vs.ok()) return ErrorFor(vs.status());
     rapidjson::StringBuffer sb;
@@ -78,7 +78,7 @@ void GetEvents(Api* api, const HttpRequest& req, const RouteParams&, Responder r
   // With ?after= the client pages forward from a cursor (oldest first, every
   // event once); without it, it wants the latest (newest first).
   const bool forward = HasQueryParam(target, "after");
-  Offload(api, std::move(respond), [api, limit = *limit, after = *after, forward]() {
+  OffloadRead(api, std::move(respond), [api, limit = *limit, after = *after, forward]() {
     Result<std::vector<storage::EventRecord>> ev = forward ? api->o.registry->ListEventsAfter(after, limit + 1)
                                                            : api->o.registry->ListEvents(limit);
     if (!ev.ok()) return ErrorFor(ev.status());

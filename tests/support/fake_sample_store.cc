@@ -157,7 +157,10 @@ uint64_t FakeSampleStore::incoming_generation() const {
   return incoming_generation_;
 }
 
+void FakeSampleStore::SetBeforeApply(std::function<void()> hook) { before_apply_ = std::move(hook); }
+
 Status FakeSampleStore::Apply(std::span<const storage::Mutation> mutations) {
+  if (before_apply_) before_apply_();
   std::lock_guard<std::mutex> lock(mu_);
   const bool incoming = std::any_of(mutations.begin(), mutations.end(),
                                     [](const auto& m) { return m.family == Family::kIncoming; });

@@ -67,6 +67,10 @@ class FakeSampleStore final : public storage::SampleStore {
   // the ids it reserved and still changes incoming_generation(), because the
   // real store does both before it learns the write failed.
   void FailNextWrites(int count);
+  // Test hook, run at the start of every Apply before the store's lock: to
+  // hold a write back as a RocksDB write stall does. Set it while no write
+  // runs; empty = none.
+  void SetBeforeApply(std::function<void()> hook);
   // Flush() calls since construction.
   int flush_count() const;
 
@@ -91,6 +95,7 @@ class FakeSampleStore final : public storage::SampleStore {
   uint64_t corrupt_ = 0;              // guarded by mu_
   int failures_pending_ = 0;          // guarded by mu_
   int flushes_ = 0;                   // guarded by mu_
+  std::function<void()> before_apply_;  // set while no write runs
 };
 
 // The fake behind the interface, for code that only needs a SampleStore.
