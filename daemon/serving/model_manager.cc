@@ -111,7 +111,7 @@ class ModelManagerImpl final : public ModelManager {
     if (!version.sha256.empty()) sha = version.sha256;
     std::unique_lock<std::mutex> lock(publish_mu_);
     RETURN_IF_ERROR(WaitRetiredReleased());
-    auto module = RunNiced(options_.prepare_nice, [&] { return learner::LoadModel(path.string(), sha); });
+    auto module = RunNiced(PrepareNice(), [&] { return learner::LoadModel(path.string(), sha); });
     if (!module.ok()) {
       if (failures_ != nullptr) failures_->Increment();
       return module.status().WithContext("publish v" + std::to_string(version.id));
@@ -141,6 +141,13 @@ class ModelManagerImpl final : public ModelManager {
   int64_t swaps() const override { return swaps_.load(); }
 
  private:
+  // Before the first version is served there are no requests to leave CPU
+  // to, and start-up readiness waits for this publish: normal priority then.
+  int PrepareNice() const {
+    std::lock_guard<std::mutex> lock(active_mu_);
+    return active_ ? options_.prepare_nice : 0;
+  }
+
   // Caller holds publish_mu_. Keeps the number of live versions at two.
   Status WaitRetiredReleased() {
     auto deadline = std::chrono::steady_clock::now() + options_.retire_wait;
@@ -162,7 +169,8 @@ class ModelManagerImpl final : public ModelManager {
 
   Status PublishLocked(int64_t version, torch::jit::Module module, std::string sha256) {
     const int64_t start = options_.clock->MonotonicMicros();
-    auto prepared = RunNiced(options_.prepare_nice, [&] { return Prepare(std::move(module)); });
+    const int nice = PrepareNice();
+    auto prepared = RunNiced(nice, [&] { return Prepare(std::move(module)); });
     if (!prepared.ok()) {
       if (failures_ != nullptr) failures_->Increment();
       return prepared.status().WithContext("publish v" + std::to_string(version));
@@ -170,7 +178,7 @@ class ModelManagerImpl final : public ModelManager {
     std::shared_ptr<const ServedModel> model(
         new ServedModel(version, std::move(prepared).value(), std::move(sha256)),
         [graveyard = graveyard_](const ServedModel* m) { graveyard->Bury(m); });
-    Status warm = RunNiced(options_.prepare_nice, [&] { return WarmUp(*model); });
+    Status warm = RunNiced(nice, [&] { return WarmUp(*model); });
     if (!warm.ok()) {
       if (failures_ != nullptr) failures_->Increment();
       return warm.WithContext("publish v" + std::to_string(version));

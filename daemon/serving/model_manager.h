@@ -81,7 +81,8 @@ struct ModelManagerOptions {
   // of its own, with this added to its nice value and one intra-op thread,
   // so that under load a swap takes CPU only from what requests leave idle
   // (a publish then takes longer, not the requests). 0 = the caller's
-  // priority.
+  // priority. The first publish, with nothing served yet, always runs at the
+  // caller's priority: the daemon is not ready until it ends.
   int prepare_nice = 10;
   // How long Publish waits for the previously retired version to be released
   // by in-flight batches before giving up with Unavailable.
