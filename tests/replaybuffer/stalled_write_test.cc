@@ -4,29 +4,23 @@
 // a status read waiting 55 s behind a round's write).
 #include <doctest/doctest.h>
 
-#include <chrono>
 #include <atomic>
+#include <chrono>
 #include <future>
 #include <random>
 #include <thread>
 
 #include "replaybuffer/replay_buffer.h"
 #include "tests/support/fake_sample_store.h"
+#include "tests/support/test_samples.h"
 
 namespace distilld::replaybuffer {
 namespace {
 
 using namespace std::chrono_literals;
 
-storage::Sample Labelled(int64_t index, int64_t label) {
-  storage::Sample s;
-  s.dtype = storage::DType::kUInt8;
-  s.shape = {4};
-  s.data.assign(4, static_cast<char>(index));
-  s.label = label;
-  s.ingest_time_us = 1;
-  return s;
-}
+// testing::MakeSample(tag) is labelled tag % 10.
+using testing::MakeSample;
 
 // Holds the first Apply after Arm() until Release().
 class WriteStall {
@@ -67,13 +61,13 @@ TEST_CASE("replay buffer: Stats and Sample answer while an Offer is held up in t
   auto opened = ReplayBuffer::Open(&store, o);
   REQUIRE(opened.ok());
   ReplayBuffer& buffer = **opened;
-  std::vector<storage::Sample> first = {Labelled(1, 0), Labelled(2, 1)};
+  std::vector<storage::Sample> first = {MakeSample(10), MakeSample(11)};
   std::mt19937_64 rng(1);
   REQUIRE(buffer.Offer(first, rng).ok());
 
   WriteStall stall(&store);
   stall.Arm();
-  std::vector<storage::Sample> more = {Labelled(3, 0), Labelled(4, 1), Labelled(5, 2)};
+  std::vector<storage::Sample> more = {MakeSample(20), MakeSample(21), MakeSample(12)};
   std::mt19937_64 writer_rng(2);
   std::future<Status> offer = std::async(std::launch::async, [&] { return buffer.Offer(more, writer_rng); });
   stall.WaitEntered();
@@ -102,11 +96,11 @@ TEST_CASE("holdout set: size and ClassCounts answer while a Split is held up in 
   auto opened = HoldoutSet::Open(&store, o);
   REQUIRE(opened.ok());
   HoldoutSet& holdout = **opened;
-  REQUIRE(holdout.Split({Labelled(1, 0)}).ok());
+  REQUIRE(holdout.Split({MakeSample(10)}).ok());
 
   WriteStall stall(&store);
   stall.Arm();
-  auto split = std::async(std::launch::async, [&] { return holdout.Split({Labelled(2, 1), Labelled(3, 1)}); });
+  auto split = std::async(std::launch::async, [&] { return holdout.Split({MakeSample(11), MakeSample(21)}); });
   stall.WaitEntered();
 
   auto size = std::async(std::launch::async, [&] { return holdout.size(); });
