@@ -21,6 +21,7 @@
 
 #include <atomic>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -109,7 +110,10 @@ class Daemon {
  private:
   Daemon(const config::Config& config, const DaemonOptions& options);
   Status OpenState();
-  Status StartLearner(int64_t active_version);
+  // The teacher, loaded and checked on a thread of its own (daemon.cc).
+  struct LoadedTeacher;
+  static LoadedTeacher LoadTeacher(const config::Config& c);
+  Status StartLearner(int64_t active_version, std::future<LoadedTeacher> teacher);
   void RegisterLearnerMetrics();
   void RegisterRoutes();
 
