@@ -28,12 +28,12 @@ import user_stream as us  # noqa: E402
 from full_disk import tiny_models, start  # noqa: E402
 
 
-def probe(port, timeout=2.0):
+def probe(port, timeout=2.0, path="/v2/health/live"):
     """(status or 0, seconds) of one health check on a fresh connection."""
     t0 = time.perf_counter()
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        s.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path.encode())
         data = b""
         while b"\r\n" not in data:
             chunk = s.recv(4096)
