@@ -312,6 +312,7 @@ void Daemon::RegisterRoutes() {
   api.batcher = batcher_.get();
   api.models = models_.get();
   api.serving = [this] { return !draining_.load(); };
+  api.model_stats = model_stats_.get();  // timed on the real clock, as the batcher is
   if (c.server.auth_inference) api.infer_access = Access::kToken;
   router_.set_authorizer(auth_.get());
 
@@ -417,6 +418,8 @@ Status Daemon::Start() {
   bo.classes = c.model.classes;
   bo.models = models_.get();
   bo.metrics = metrics_.get();
+  model_stats_ = std::make_unique<ModelStats>();
+  bo.model_stats = model_stats_.get();
   // Requests reach the batcher only through the server, which exists by
   // then; the fallback keeps a caller without one from losing its task.
   bo.run_inline = [this](std::function<void()> fn) {

@@ -40,6 +40,7 @@
 #include "daemon/http/listen_fds.h"
 #include "daemon/http/metrics.h"
 #include "daemon/serving/model_manager.h"
+#include "daemon/serving/model_stats.h"
 #include "daemon/http/router.h"
 #include "daemon/serving/serving_stats.h"
 #include "daemon/serving/version_activator.h"
@@ -123,6 +124,8 @@ class Daemon {
   std::unique_ptr<MetricsRegistry> metrics_;
   // Before server_: the server records into it until it is destroyed.
   std::unique_ptr<ServingStats> serving_stats_;
+  // Before the batcher and the server, which record into it.
+  std::unique_ptr<ModelStats> model_stats_;
   std::unique_ptr<storage::FreeSpaceFloor> free_space_;  // outlives store_ and the learner
   std::unique_ptr<storage::SampleStore> store_;
   std::unique_ptr<storage::Registry> registry_;

@@ -276,6 +276,7 @@ class BatcherImpl final : public Batcher {
 
   void Forward(const ServedModel& model, const std::vector<Queued*>& reqs, std::vector<float>* input,
                int64_t start_us) {
+    const int64_t assemble_us = options_.clock->MonotonicMicros();
     int64_t samples = 0;
     for (Queued* q : reqs) samples += q->task.batch;
     input->resize(static_cast<size_t>(samples * sample_elements_));
@@ -302,14 +303,22 @@ class BatcherImpl final : public Batcher {
     }
     const float* logits = out->data_ptr<float>();
     int64_t row = 0;
-    for (Queued* q : reqs) {
-      InferOutput o;
+    std::vector<InferOutput> outs(reqs.size());
+    for (size_t i = 0; i < reqs.size(); ++i) {
+      InferOutput& o = outs[i];
       o.version = model.version();
-      o.queue_us = start_us - q->enqueued_us;
-      o.logits.assign(logits + row * options_.classes, logits + (row + q->task.batch) * options_.classes);
-      row += q->task.batch;
-      Complete(*q, std::move(o), start_us);
+      o.queue_us = start_us - reqs[i]->enqueued_us;
+      o.infer_us = t1 - t0;
+      o.logits.assign(logits + row * options_.classes, logits + (row + reqs[i]->task.batch) * options_.classes);
+      row += reqs[i]->task.batch;
     }
+    // Recorded before any answer leaves: a client that reads the statistics
+    // after its response finds its request's forward pass in them.
+    if (options_.model_stats != nullptr) {
+      options_.model_stats->RecordExecution(model.version(), samples, t0 - assemble_us, t1 - t0,
+                                            options_.clock->MonotonicMicros() - t1);
+    }
+    for (size_t i = 0; i < reqs.size(); ++i) Complete(*reqs[i], std::move(outs[i]), start_us);
   }
 
   // Requests per batch an idle thread waits for before the delay is up.

@@ -45,6 +45,7 @@
 #include "common/status.h"
 #include "daemon/http/metrics.h"
 #include "daemon/serving/model_manager.h"
+#include "daemon/serving/model_stats.h"
 
 namespace distilld::daemon {
 
@@ -52,6 +53,7 @@ struct InferOutput {
   int64_t version = 0;          // version that computed the logits
   std::vector<float> logits;    // [batch, classes] row-major
   int64_t queue_us = 0;         // time spent queued
+  int64_t infer_us = 0;         // the forward pass it ran in (the whole batch's)
 };
 
 struct InferTask {
@@ -97,6 +99,8 @@ struct BatcherOptions {
   ModelManager* models = nullptr;
   // Optional; not owned. Gets queue time, batch size and forward time.
   MetricsRegistry* metrics = nullptr;
+  // Optional; not owned. Gets every forward pass, by version and batch size.
+  ModelStats* model_stats = nullptr;
   // Not owned; default Clock::Real().
   Clock* clock = nullptr;
   // An idle inference thread wakes this often to beat its heartbeat (see

@@ -1,5 +1,6 @@
 #include "daemon/serving/inference_api.h"
 
+#include <algorithm>
 #include <charconv>
 #include <memory>
 
@@ -16,10 +17,18 @@ namespace {
 
 namespace http = boost::beast::http;
 
+// The statistics of a version that has answered nothing yet.
+VersionStats NoRequestsYet(int64_t version) {
+  VersionStats s;
+  s.version = version;
+  return s;
+}
+
 class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
  public:
   explicit InferenceApi(InferenceApiOptions options) : o_(std::move(options)) {
     if (o_.server_version.empty()) o_.server_version = DISTILLD_VERSION;
+    if (o_.clock == nullptr) o_.clock = Clock::Real();
   }
 
   void Register(Router* r) {
@@ -43,6 +52,11 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
     r->Add(HttpVerb::post, "/v2/models/{name}/infer", infer, bind(&InferenceApi::Infer), o_.infer_access);
     r->Add(HttpVerb::post, "/v2/models/{name}/versions/{version}/infer", infer, bind(&InferenceApi::Infer),
            o_.infer_access);
+    if (o_.model_stats != nullptr) {
+      r->Add(HttpVerb::get, "/v2/models/stats", "model_stats", bind(&InferenceApi::Stats));
+      r->Add(HttpVerb::get, "/v2/models/{name}/stats", "model_stats", bind(&InferenceApi::Stats));
+      r->Add(HttpVerb::get, "/v2/models/{name}/versions/{version}/stats", "model_stats", bind(&InferenceApi::Stats));
+    }
   }
 
  private:
@@ -63,7 +77,8 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
     AppendJsonString(&body, o_.server_name);
     body += ",\"version\":";
     AppendJsonString(&body, o_.server_version);
-    body += ",\"extensions\":[\"binary_tensor_data\"]}";
+    body += o_.model_stats != nullptr ? ",\"extensions\":[\"binary_tensor_data\",\"statistics\"]}"
+                                      : ",\"extensions\":[\"binary_tensor_data\"]}";
     respond(MakeResponse(HttpStatus::ok, std::move(body)));
   }
 
@@ -126,19 +141,27 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
   }
 
   void Infer(const HttpRequest& req, const RouteParams& p, Responder respond) {
+    const int64_t start_us = o_.clock->MonotonicMicros();
     bool unavailable = false;
     auto m = Resolve(p, respond, &unavailable);
     if (!m) return;
+    const int64_t resolved = m->version();
+    // A failure counts against the version the request was resolved to.
+    auto fail = [this, resolved, start_us](const Responder& respond, const Status& s) {
+      if (o_.model_stats != nullptr) o_.model_stats->RecordFailure(resolved, o_.clock->MonotonicMicros() - start_us);
+      respond(MakeError(HttpStatusFor(s), s.message()));
+    };
     if (o_.serving && !o_.serving()) {
-      respond(MakeError(HttpStatus::service_unavailable, "server is not serving (shutting down)"));
+      fail(respond, Status::Unavailable("server is not serving (shutting down)"));
       return;
     }
     auto decoded = DecodeInferRequest(std::string_view(req.body().data(), req.body().size()),
                                       internal::HeaderLengthOf(req), o_.model);
     if (!decoded.ok()) {
-      respond(MakeError(HttpStatusFor(decoded.status()), decoded.status().message()));
+      fail(respond, decoded.status());
       return;
     }
+    const int64_t input_us = o_.clock->MonotonicMicros() - start_us;
     auto request = std::make_shared<InferRequest>(std::move(decoded).value());
     if (o_.on_request) o_.on_request(request->id, request->data, request->batch);
     InferTask task;
@@ -147,19 +170,61 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
     if (p.Has("version")) task.version = m->version();
     m.reset();  // the batcher picks the version; do not keep this one alive
     auto self = shared_from_this();
-    task.done = [self, request, respond](Result<InferOutput> out) {
+    task.done = [self, request, respond, fail, start_us, input_us](Result<InferOutput> out) {
       if (!out.ok()) {
-        respond(MakeError(HttpStatusFor(out.status()), out.status().message()));
+        fail(respond, out.status());
         return;
       }
+      const int64_t encode_us = self->o_.clock->MonotonicMicros();
       EncodedResponse enc = EncodeInferResponse(self->o_.model, out->version, *request, out->logits.data());
       HttpResponse res = MakeResponse(HttpStatus::ok, std::move(enc.body),
                                       enc.header_length ? "application/octet-stream" : "application/json");
       if (enc.header_length) res.set(internal::kHeaderLengthField, std::to_string(*enc.header_length));
+      if (self->o_.model_stats != nullptr) {
+        const int64_t end_us = self->o_.clock->MonotonicMicros();
+        self->o_.model_stats->RecordSuccess(
+            out->version, {end_us - start_us, out->queue_us, input_us, out->infer_us, end_us - encode_us});
+      }
       respond(std::move(res));
     };
     Status s = o_.batcher->Submit(std::move(task));
-    if (!s.ok()) respond(MakeError(HttpStatusFor(s), s.message()));
+    if (!s.ok()) fail(respond, s);
+  }
+
+  // The statistics extension: every version with a record (or the one asked
+  // for), in Triton's response shape.
+  void Stats(const HttpRequest&, const RouteParams& p, Responder respond) {
+    if (p.Has("name") && p.Get("name") != o_.model.name) {
+      respond(MakeError(HttpStatus::not_found, "unknown model '" + std::string(p.Get("name")) + "'"));
+      return;
+    }
+    std::vector<VersionStats> versions;
+    if (p.Has("version")) {
+      std::string_view v = p.Get("version");
+      int64_t version = 0;
+      auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), version);
+      std::optional<VersionStats> one;
+      if (ec == std::errc() && ptr == v.data() + v.size()) {
+        one = o_.model_stats->Of(version);
+        if (!one && o_.models->Find(version)) one = NoRequestsYet(version);
+      }
+      if (!one) {
+        respond(MakeError(HttpStatus::not_found, "no statistics for version '" + std::string(v) + "' of model '" +
+                                                     o_.model.name + "'"));
+        return;
+      }
+      versions.push_back(std::move(*one));
+    } else {
+      versions = o_.model_stats->All();
+      // The served version is listed even before its first request.
+      if (auto active = o_.models->Active()) {
+        const int64_t a = active->version();
+        if (std::none_of(versions.begin(), versions.end(), [a](const VersionStats& s) { return s.version == a; })) {
+          versions.push_back(NoRequestsYet(a));
+        }
+      }
+    }
+    respond(MakeResponse(HttpStatus::ok, EncodeModelStats(o_.model.name, versions)));
   }
 
   InferenceApiOptions o_;

@@ -11,11 +11,13 @@
 #include <vector>
 #include <string>
 
+#include "common/clock.h"
 #include "common/status.h"
 #include "daemon/serving/batcher.h"
 #include "daemon/http/types.h"
 #include "daemon/serving/kserve_codec.h"
 #include "daemon/serving/model_manager.h"
+#include "daemon/serving/model_stats.h"
 #include "daemon/http/router.h"
 
 namespace distilld::daemon {
@@ -37,13 +39,20 @@ struct InferenceApiOptions {
   // capture). Runs on the I/O thread: it must not block.
   std::function<void(const std::optional<std::string>& id, const std::vector<float>& input, int64_t batch)>
       on_request;
+  // Optional; not owned. Gets every infer request's outcome and timings, and
+  // serves GET /v2/models[/{name}[/versions/{v}]]/stats (the statistics
+  // extension). Without it those routes are not registered.
+  ModelStats* model_stats = nullptr;
+  // Not owned; default Clock::Real(). Times the requests for model_stats.
+  Clock* clock = nullptr;
 };
 
 // HTTP status for a Status code (OK -> 200, InvalidArgument -> 400, ...).
 HttpStatus HttpStatusFor(const Status& status);
 
 // Adds GET /v2, /v2/health/{live,ready}, /v2/models/{name}[/versions/{v}],
-// .../ready and POST .../infer to `router`. The options are copied.
+// .../ready, .../stats (with model_stats) and POST .../infer to `router`.
+// The options are copied.
 void RegisterInferenceApi(const InferenceApiOptions& options, Router* router);
 
 }  // namespace distilld::daemon

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <thread>
 
+#include "tests/integration/rounds_client.h"
 #include "tests/integration/serving_fixture.h"
 
 using namespace distilld;
@@ -27,7 +28,7 @@ TEST_CASE("serving: health, metadata, infer (JSON, binary, Unix socket) and metr
   CHECK(ready.keep_alive);
   auto meta = c.Get("/v2");
   CHECK(meta.status == 200);
-  CHECK(meta.body.find(R"("extensions":["binary_tensor_data"])") != std::string::npos);
+  CHECK(meta.body.find(R"("extensions":["binary_tensor_data","statistics"])") != std::string::npos);
   CHECK(meta.body.find(R"("name":"distilld")") != std::string::npos);
 
   auto model = c.Get("/v2/models/fashion");
@@ -120,6 +121,60 @@ TEST_CASE("serving: health, metadata, infer (JSON, binary, Unix socket) and metr
   int rc = ::pclose(p);
   INFO(out);
   CHECK(WEXITSTATUS(rc) == 0);
+}
+
+TEST_CASE("serving: the statistics extension counts what each version answered") {
+  TempDir dir;
+  auto d = StartDaemon(TestConfig(dir));
+  TcpClient c(Loopback(d->tcp_port()));
+  REQUIRE(c.connected());
+  // The served version is listed before its first request, all zero.
+  rapidjson::Document before = Parse(c.Get("/v2/models/fashion/stats").body);
+  REQUIRE(before["model_stats"].Size() == 1);
+  CHECK(std::string(before["model_stats"][0]["version"].GetString()) == "1");
+  CHECK(before["model_stats"][0]["inference_count"].GetUint64() == 0);
+
+  int64_t samples = 0;
+  for (int batch : {2, 1, 3}) {
+    REQUIRE(c.Post("/v2/models/fashion/infer", InferJson(batch)).status == 200);
+    samples += batch;
+  }
+  size_t hl = 0;
+  const std::string bin = InferBinary(4, &hl);
+  REQUIRE(c.Request(verb::post, "/v2/models/fashion/versions/1/infer", bin, "application/octet-stream", hl).status ==
+          200);
+  samples += 4;
+  CHECK(c.Post("/v2/models/fashion/infer", R"({"inputs":[]})").status == 400);  // a failure of version 1
+
+  for (const char* path : {"/v2/models/fashion/stats", "/v2/models/stats", "/v2/models/fashion/versions/1/stats"}) {
+    auto r = c.Get(path);
+    REQUIRE_MESSAGE(r.status == 200, path);
+    rapidjson::Document doc = Parse(r.body);
+    REQUIRE(doc["model_stats"].Size() == 1);
+    const auto& v = doc["model_stats"][0];
+    CHECK(std::string(v["name"].GetString()) == "fashion");
+    CHECK(v["inference_count"].GetUint64() == static_cast<uint64_t>(samples));
+    CHECK(v["execution_count"].GetUint64() >= 1);
+    CHECK(v["execution_count"].GetUint64() <= 4);
+    CHECK(v["last_inference"].GetInt64() > 1'700'000'000'000);
+    const auto& st = v["inference_stats"];
+    CHECK(st["success"]["count"].GetUint64() == 4);
+    CHECK(st["fail"]["count"].GetUint64() == 1);
+    CHECK(st["compute_infer"]["count"].GetUint64() == 4);
+    CHECK(st["compute_infer"]["ns"].GetUint64() > 0);
+    CHECK(st["success"]["ns"].GetUint64() >= st["compute_infer"]["ns"].GetUint64() / 4);
+    uint64_t batched = 0;
+    for (const auto& b : v["batch_stats"].GetArray()) {
+      batched += b["batch_size"].GetUint64() * b["compute_infer"]["count"].GetUint64();
+    }
+    CHECK(batched == static_cast<uint64_t>(samples));
+  }
+  auto unknown_version = c.Get("/v2/models/fashion/versions/2/stats");
+  CHECK(unknown_version.status == 404);
+  CHECK(unknown_version.body.find("version '2'") != std::string::npos);
+  auto unknown_model = c.Get("/v2/models/other/stats");
+  CHECK(unknown_model.status == 404);
+  CHECK(unknown_model.body.find("unknown model 'other'") != std::string::npos);
 }
 
 TEST_CASE("serving: bad inputs get 400/404/413/431 naming the problem") {
