@@ -6,7 +6,8 @@ usage: bench/merge_benchmarks.py [--logs DIR] [--docs DIR]
 docs/benchmarks.md has two parts separated by the MARKER line below: the header
 (title, summary table against the targets, "not measured yet") is kept as it is;
 everything after the marker is replaced by docs/benchmarks-{storage,learner,
-serving,learning,compress,acceptance,restructuring,reliability}.md in that order. With --logs, the raw output of the last
+serving,learning,compress,acceptance,restructuring,reliability,protocol}.md in that
+order. With --logs, the raw output of the last
 bench/run_all.sh run (every *.log in DIR, plus DIR/machine.txt) is appended as
 an appendix, so the figures behind a fragment can be checked.
 
@@ -20,7 +21,8 @@ import re
 import sys
 
 MARKER = "<!-- generated below by bench/merge_benchmarks.py from docs/benchmarks-*.md: edit the fragments, not this part -->"
-FRAGMENTS = ("storage", "learner", "serving", "learning", "compress", "acceptance", "restructuring", "reliability")
+FRAGMENTS = ("storage", "learner", "serving", "learning", "compress", "acceptance", "restructuring", "reliability",
+             "protocol")
 
 
 def summary_numbers(header):
