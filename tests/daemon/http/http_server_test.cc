@@ -90,7 +90,9 @@ TEST_CASE("a flood of half-sent requests at max_connections does not lock out a 
   const std::string text = metrics->Render();
   CHECK(text.find("distilld_http_evicted_connections_total 0\n") == std::string::npos);
   CHECK(text.find("distilld_http_refused_connections_total 0\n") != std::string::npos);
-  CHECK(server->open_connections() <= 9);
+  // Evicted and finished sessions leave the count once their loop has run
+  // their close, which on a loaded machine is after the clients are gone.
+  CHECK(WaitFor([&] { return server->open_connections() <= 9; }));
 }
 
 TEST_CASE("idle keep-alive connections make room too; only when all are answering is a new one refused") {
