@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <charconv>
 #include <memory>
+#include <optional>
+#include <string_view>
 
 #include "daemon/http/json_util.h"
 #include "daemon/serving/serving_stats.h"
@@ -16,6 +18,14 @@ namespace distilld::daemon {
 namespace {
 
 namespace http = boost::beast::http;
+
+// A {version} path segment: digits only.
+std::optional<int64_t> ParseVersion(std::string_view v) {
+  int64_t version = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), version);
+  if (ec != std::errc() || ptr != v.data() + v.size()) return std::nullopt;
+  return version;
+}
 
 // The statistics of a version that has answered nothing yet.
 VersionStats NoRequestsYet(int64_t version) {
@@ -92,10 +102,8 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
     }
     if (p.Has("version")) {
       std::string_view v = p.Get("version");
-      int64_t version = 0;
-      auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), version);
       std::shared_ptr<const ServedModel> m;
-      if (ec == std::errc() && ptr == v.data() + v.size()) m = o_.models->Find(version);
+      if (std::optional<int64_t> version = ParseVersion(v)) m = o_.models->Find(*version);
       if (!m) {
         respond(MakeError(HttpStatus::not_found,
                           "unknown or unloaded version '" + std::string(v) + "' of model '" + o_.model.name + "'"));
@@ -201,12 +209,10 @@ class InferenceApi : public std::enable_shared_from_this<InferenceApi> {
     std::vector<VersionStats> versions;
     if (p.Has("version")) {
       std::string_view v = p.Get("version");
-      int64_t version = 0;
-      auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), version);
       std::optional<VersionStats> one;
-      if (ec == std::errc() && ptr == v.data() + v.size()) {
-        one = o_.model_stats->Of(version);
-        if (!one && o_.models->Find(version)) one = NoRequestsYet(version);
+      if (std::optional<int64_t> version = ParseVersion(v)) {
+        one = o_.model_stats->Of(*version);
+        if (!one && o_.models->Find(*version)) one = NoRequestsYet(*version);
       }
       if (!one) {
         respond(MakeError(HttpStatus::not_found, "no statistics for version '" + std::string(v) + "' of model '" +
