@@ -120,6 +120,7 @@ std::vector<Leaf> BuildLeaves() {
       DISTILLD_FIELD(learner.balanced_finetune_lr_scale, kNextRound, Number, 0, 10, true, "in (0, 10]"),
       DISTILLD_FIELD(learner.replay_shift_px, kNextRound, Int32, 0, 8),
       DISTILLD_FIELD(learner.weight_average_decay, kNextRound, Number, 0, 0.9999, false, "in [0, 0.9999]"),
+      DISTILLD_FIELD(learner.warmup_steps, kNextRound, Int32, 0, 1'000'000),
       DISTILLD_FIELD(learner.recycle_dormant_units, kNextRound, Bool),
       DISTILLD_FIELD(learner.dormant_threshold, kNextRound, Number, 0, 1, false, "in [0, 1]"),
       DISTILLD_FIELD(learner.max_accuracy_drop, kNextRound, Number, 0, 1, false, "in [0, 1]"),

@@ -24,6 +24,7 @@ Status ValidateLearnerSettings(const config::LearnerConfig& l, const config::Rep
   if (!(l.weight_average_decay >= 0 && l.weight_average_decay < 1)) {
     return bad("weight_average_decay", "must be in [0, 1)");
   }
+  if (l.warmup_steps < 0) return bad("warmup_steps", "must be >= 0");
   if (!(l.dormant_threshold >= 0)) return bad("dormant_threshold", "must be >= 0");
   if (l.max_yield_s < 0) return bad("max_yield_s", "must be >= 0");
   if (l.keep_versions < 1) return bad("keep_versions", "must be >= 1");

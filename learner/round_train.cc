@@ -87,6 +87,10 @@ Result<TrainedCandidate> RoundRunner::Train(RoundState* rs, RoundHooks& hooks) {
     return BeforeStep(hooks);
   };
   loop.temperature = [&](int64_t step) { return TemperatureAt(sched, step, total); };
+  if (l.warmup_steps > 0) {
+    const double lr = l.learning_rate, warm = l.warmup_steps;
+    loop.learning_rate = [lr, warm](int64_t step) { return lr * std::min(1.0, static_cast<double>(step + 1) / warm); };
+  }
   loop.after_step = [&](int64_t step, const StepStats& stats) {
     seen += stats.samples;
     if (step == 0) first_loss = stats.loss;

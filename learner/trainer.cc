@@ -37,6 +37,10 @@ Status RunTrainLoop(torch::jit::Module& model, torch::optim::Optimizer& optimize
       return Status::InvalidArgument(std::string("mini-batch: ") + e.what_without_backtrace());
     }
     if (o.temperature) so.loss.temperature = o.temperature(step);
+    if (o.learning_rate) {
+      const double lr = o.learning_rate(step);
+      for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+    }
     ASSIGN_OR_RETURN(StepStats stats, TrainStep(model, optimizer, b, so));
     if (o.after_step) o.after_step(step, stats);
   }

@@ -30,6 +30,9 @@ struct TrainLoopOptions {
   std::function<Status(int64_t step, bool epoch_start)> before_step;
   // The KD temperature of a step (a schedule); unset keeps StepOptions'.
   std::function<double(int64_t step)> temperature;
+  // The learning rate of a step, set on every parameter group before it
+  // (a warm-up); unset keeps the optimizer's.
+  std::function<double(int64_t step)> learning_rate;
   // After each step, with its statistics (progress, loss curves). Optional.
   std::function<void(int64_t step, const StepStats& stats)> after_step;
 };

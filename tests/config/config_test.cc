@@ -85,6 +85,7 @@ learner:
   balanced_finetune_lr_scale: 0.5
   replay_shift_px: 1
   weight_average_decay: 0.99
+  warmup_steps: 50
   recycle_dormant_units: false
   dormant_threshold: 0.05
   max_accuracy_drop: 0.01
@@ -174,6 +175,7 @@ TEST_CASE("every field is parsed") {
   CHECK(c.learner.balanced_finetune_epochs == 2);
   CHECK(c.learner.balanced_finetune_lr_scale == doctest::Approx(0.5));
   CHECK(c.learner.replay_shift_px == 1);
+  CHECK(c.learner.warmup_steps == 50);
   CHECK(c.learner.weight_average_decay == 0.99);
   CHECK_FALSE(c.learner.recycle_dormant_units);
   CHECK(c.learner.dormant_threshold == doctest::Approx(0.05));
@@ -220,7 +222,7 @@ TEST_CASE("the schema: every field of the example file has one reload class, and
   std::string schema_list;
   for (const auto& k : schema_keys) schema_list += k + " ";
   CHECK(example_list == schema_list);
-  CHECK(schema_keys.size() == 81);
+  CHECK(schema_keys.size() == 82);
 
   // kEveryField changes every field, so a diff against the defaults names
   // each one: no two schema entries are bound to the same member.
@@ -407,6 +409,16 @@ TEST_CASE("a weight average decay of 1 (never moving) or more is refused, naming
     CHECK(r.errors[0].key_path == "learner.weight_average_decay");
   }
   CHECK(ParseConfig("learner:\n  weight_average_decay: 0.995\n").errors.empty());
+}
+
+TEST_CASE("the learning-rate warm-up is off by default and takes a step count, naming the field") {
+  CHECK(Config{}.learner.warmup_steps == 0);
+  LoadResult r = ParseConfig("learner:\n  warmup_steps: -1\n");
+  REQUIRE(r.errors.size() == 1);
+  CHECK(r.errors[0].key_path == "learner.warmup_steps");
+  LoadResult ok = ParseConfig("learner:\n  warmup_steps: 200\n");
+  CHECK(ok.errors.empty());
+  CHECK(ok.config.learner.warmup_steps == 200);
 }
 
 TEST_CASE("dormant-unit recycling is on by default; its threshold is a share in [0, 1]") {

@@ -7,6 +7,7 @@
 #include "learner/idx_dataset.h"
 #include "learner/model/arch.h"
 #include "learner/train_step.h"
+#include "learner/trainer.h"
 #include "tests/support/temp_dir.h"
 
 namespace distilld::learner {
@@ -57,6 +58,54 @@ TEST_CASE("training steps lower the loss and learn the task; the source model is
   // The clone trained; the original did not move.
   auto again = EvaluateTensors(*base, test.inputs, test.labels, torch::Tensor());
   CHECK(again->correct == before->correct);
+}
+
+TEST_CASE("the train loop sets each step's learning rate from its schedule (a warm-up)") {
+  torch::manual_seed(3);
+  auto base = BuildModel(TinyMlp(), 3);
+  REQUIRE(base.ok());
+  Batch train = Blobs(64, 6);
+  StepOptions so;
+  so.loss.alpha = 1.0;
+  // One Adam step moves every weight by about the learning rate whatever its
+  // gradient, so the first step's largest change tells the rate it ran at.
+  auto first_step_change = [&](std::function<double(int64_t)> schedule, std::vector<int64_t>* asked,
+                               double* lr_after) {
+    auto student = CloneForTraining(*base);
+    REQUIRE(student.ok());
+    std::vector<torch::Tensor> params;
+    for (const auto& p : student->parameters()) params.push_back(p);
+    auto opt = MakeOptimizer(config::Optimizer::kAdam, 0.05, params);
+    REQUIRE(opt.ok());
+    std::vector<torch::Tensor> before;
+    for (const auto& p : params) before.push_back(p.detach().clone());
+    TrainLoopOptions loop;
+    loop.steps = 1;
+    loop.batch_size = 64;
+    if (schedule) {
+      loop.learning_rate = [&, schedule](int64_t step) {
+        asked->push_back(step);
+        return schedule(step);
+      };
+    }
+    std::mt19937_64 rng(7);
+    REQUIRE(RunTrainLoop(*student, **opt, train, so, rng, loop).ok());
+    *lr_after = (*opt)->param_groups()[0].options().get_lr();
+    double change = 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      change = std::max(change, (params[i].detach() - before[i]).abs().max().item<double>());
+    }
+    return change;
+  };
+  std::vector<int64_t> asked;
+  double lr_full = 0, lr_warm = 0;
+  const double full = first_step_change(nullptr, &asked, &lr_full);
+  const double warm = first_step_change([](int64_t step) { return 0.05 * (step + 1) / 100.0; }, &asked, &lr_warm);
+  CHECK(lr_full == doctest::Approx(0.05));
+  CHECK(lr_warm == doctest::Approx(0.0005));
+  CHECK(asked == std::vector<int64_t>{0});
+  CHECK(full == doctest::Approx(0.05).epsilon(0.05));
+  CHECK(warm == doctest::Approx(0.0005).epsilon(0.05));
 }
 
 TEST_CASE("a diverging step aborts before the update") {
